@@ -1,0 +1,117 @@
+"""Input checks shared by every loss and metric.
+
+Every public function validates its inputs here, so that bad input fails at once with a message that says what is
+wrong and what to do, never later as a NaN. Half-precision inputs are promoted to float32 (the reductions below
+exponentiate and sum over many pairs, which float16 and bfloat16 cannot hold); float64 stays float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def promote(z: Tensor) -> Tensor:
+    """Return ``z`` in float32 if it is float16 or bfloat16, else unchanged (autograd flows through the cast)."""
+    return z.float() if z.dtype in _HALF else z
+
+
+def embeddings(z: object, name: str = "z", *, min_rows: int = 1, why: str = "") -> Tensor:
+    """Check that ``z`` is a finite floating-point ``(B, D)`` tensor with at least ``min_rows`` rows; promote halves."""
+    if not isinstance(z, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, D), got {type(z).__name__}")
+    if z.ndim != 2:
+        raise ValueError(
+            f"{name} must have shape (B, D) (a batch of B embeddings of dimension D), got shape {tuple(z.shape)}; "
+            "flatten the features first, e.g. z.flatten(1)"
+        )
+    if not z.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {z.dtype}; convert it with z.float()")
+    if z.shape[1] == 0:
+        raise ValueError(f"{name} has shape {tuple(z.shape)}: embeddings of dimension 0 carry nothing to compare")
+    if z.shape[0] < min_rows:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name} has {z.shape[0]} row(s) but at least {min_rows} are needed{reason}")
+    finite(z, name)
+    return promote(z)
+
+
+def finite(z: Tensor, name: str) -> None:
+    """Raise if ``z`` holds NaN or Inf, counting the bad values."""
+    bad = ~torch.isfinite(z.detach())
+    if bad.any():
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} NaN or Inf value(s) out of {z.numel()}; the encoder diverged or "
+            "overflowed (in float16, try bfloat16 or a smaller learning rate) before the loss was called"
+        )
+
+
+def same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape (row i of one is the positive of row i of the other), "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.device != b.device:
+        raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}; move both to one device")
+
+
+def same_dim(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same embedding dimension, got {a.shape[1]} and {b.shape[1]}"
+        )
+    if a.device != b.device:
+        raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}; move both to one device")
+
+
+def common_dtype(*zs: Tensor) -> tuple[Tensor, ...]:
+    """Cast tensors to their promoted common dtype (e.g. float32 with float64 gives float64)."""
+    dtype = zs[0].dtype
+    for z in zs[1:]:
+        dtype = torch.promote_types(dtype, z.dtype)
+    return tuple(z.to(dtype) for z in zs)
+
+
+def positive(value: float, name: str) -> float:
+    """Check a hyperparameter that must be a finite positive number (temperature, t, alpha, ...)."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        value = float(value.detach())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def non_negative(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def scale_tensor(value: Tensor | float, name: str) -> Tensor | float:
+    """Check a scalar multiplier that may be learnable (a 0-dim tensor); a float must be finite and > 0."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        finite(value, name)
+        return value.reshape(())
+    return positive(value, name)
+
+
+def labels(y: object, n: int, name: str = "labels") -> Tensor:
+    """Check a ``(n,)`` integer label tensor."""
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape ({n},), got {type(y).__name__}")
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), one label per embedding, got shape {tuple(y.shape)}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}; convert with labels.long()")
+    return y

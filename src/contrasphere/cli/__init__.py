@@ -1,0 +1,37 @@
+"""The ``contrasphere`` command line: ``contrasphere COMMAND [options]``; ``main(argv)`` returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import list_cmd, metrics_cmd
+
+_COMMANDS = {"metrics": metrics_cmd, "list": list_cmd}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contrasphere",
+        description="Contrastive representation learning on the unit hypersphere (Wang & Isola, ICML 2020).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _COMMANDS.items():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(_COMMANDS[args.command].run(args))
+    except (ValueError, TypeError, KeyError, ImportError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"contrasphere {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The main contrastive objectives, as pure functions of embeddings.
+
+Conventions shared by every function here:
+
+- embeddings are ``(N, D)`` tensors; row ``i`` of ``z_a`` and row ``i`` of ``z_b`` form a positive pair;
+- scores are inner products scaled by ``1 / temperature`` (or by a learnable ``logit_scale``, already
+  exponentiated); like the papers' code, the functions use the embeddings as given, so normalise them first
+  (``F.normalize(z, dim=-1)``) for cosine similarities;
+- float16 and bfloat16 inputs are reduced in float32 and the loss is returned in float32;
+- the result is the mean over anchors, a scalar.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _validate as check
+
+
+def _pair(z_a: Tensor, z_b: Tensor, min_rows: int = 1, why: str = "") -> tuple[Tensor, Tensor]:
+    z_a = check.embeddings(z_a, "z_a", min_rows=min_rows, why=why)
+    z_b = check.embeddings(z_b, "z_b", min_rows=min_rows, why=why)
+    check.same_shape(z_a, z_b, "z_a", "z_b")
+    return check.common_dtype(z_a, z_b)
+
+
+def _diag_targets(n: int, device: torch.device) -> Tensor:
+    return torch.arange(n, device=device)
+
+
+def info_nce(
+    z_a: Tensor, z_b: Tensor, *, temperature: float = 0.07, negatives: Tensor | None = None
+) -> Tensor:
+    r"""InfoNCE in one direction: each ``z_a[i]`` must pick out ``z_b[i]`` among all of ``z_b`` (and ``negatives``).
+
+    :math:`\mathcal{L} = -\frac1N \sum_i \log \frac{e^{\langle a_i, b_i\rangle/\tau}}{\sum_j
+    e^{\langle a_i, b_j\rangle/\tau} + \sum_k e^{\langle a_i, n_k\rangle/\tau}}`
+    (van den Oord et al., "Representation Learning with Contrastive Predictive Coding", 2018, Eq. 4; with a queue
+    of extra negatives this is MoCo's loss, He et al. 2020, Eq. 1).
+
+    Shape:
+        z_a, z_b: ``(N, D)``; negatives: ``(K, D)`` or None. Returns a scalar. Its value is at most
+        ``log(N + K)`` plus the spread of the scores; a uniform guess scores exactly ``log(N + K)``.
+
+    Args:
+        temperature: :math:`\tau > 0`; smaller sharpens the softmax (0.07 in MoCo and CLIP).
+        negatives: extra negatives shared by every anchor (e.g. a memory bank or a MoCo queue).
+    """
+    temperature = check.positive(temperature, "temperature")
+    z_a, z_b = _pair(z_a, z_b)
+    logits = z_a @ z_b.T
+    if negatives is not None:
+        negatives = check.embeddings(negatives, "negatives")
+        check.same_dim(z_a, negatives, "z_a", "negatives")
+        logits = torch.cat([logits, z_a @ negatives.to(z_a.dtype).T], dim=1)
+    return F.cross_entropy(logits / temperature, _diag_targets(z_a.shape[0], z_a.device))
+
+
+def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5) -> Tensor:
+    r"""NT-Xent, SimCLR's loss over ``2N`` views: each view must pick out its partner among the other ``2N - 1``.
+
+    With :math:`z = [z_a; z_b]` and :math:`s_{ij} = \langle z_i, z_j\rangle / \tau`,
+    :math:`\mathcal{L} = \frac{1}{2N} \sum_{i=1}^{2N} -\log \frac{e^{s_{i,p(i)}}}{\sum_{k \ne i} e^{s_{ik}}}`,
+    where :math:`p(i)` is the other view of the same sample (Chen et al., "A Simple Framework for Contrastive
+    Learning of Visual Representations", ICML 2020, Eq. 1, averaged over all positive pairs in both orders).
+
+    Shape:
+        z_a, z_b: ``(N, D)`` with ``N >= 1``. Returns a scalar; identical embeddings give ``log(2N - 1)``.
+
+    Args:
+        temperature: :math:`\tau > 0` (SimCLR uses 0.5 on CIFAR-10 and 0.1 on ImageNet).
+    """
+    temperature = check.positive(temperature, "temperature")
+    z_a, z_b = _pair(z_a, z_b)
+    n = z_a.shape[0]
+    z = torch.cat([z_a, z_b], dim=0)
+    logits = (z @ z.T) / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, -math.inf)
+    targets = torch.arange(2 * n, device=z.device).roll(n)  # i <-> i + N
+    return F.cross_entropy(logits, targets)
+
+
+def clip_loss(z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 1 / 0.07) -> Tensor:
+    r"""CLIP's symmetric contrastive loss between two modalities.
+
+    With :math:`s_{ij} = \sigma \langle a_i, b_j\rangle`, the mean of the cross-entropy over rows (``a`` picks ``b``)
+    and over columns (``b`` picks ``a``) (Radford et al., "Learning Transferable Visual Models From Natural Language
+    Supervision", ICML 2021, Figure 3's pseudocode).
+
+    Shape:
+        z_a, z_b: ``(N, D)`` (e.g. image and text embeddings). Returns a scalar.
+
+    Args:
+        logit_scale: :math:`\sigma = 1/\tau`, already exponentiated; a float or a learnable 0-dim tensor
+            (CLIP initialises it at 1/0.07 and clamps it at 100; see :class:`contrasphere.losses.CLIPLoss`).
+    """
+    logit_scale = check.scale_tensor(logit_scale, "logit_scale")
+    z_a, z_b = _pair(z_a, z_b)
+    logits = logit_scale * (z_a @ z_b.T)
+    targets = _diag_targets(z_a.shape[0], z_a.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def siglip_loss(
+    z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 10.0, logit_bias: Tensor | float = -10.0
+) -> Tensor:
+    r"""SigLIP's pairwise sigmoid loss: every pair is an independent binary classification.
+
+    :math:`\mathcal{L} = -\frac1N \sum_{i,j} \log \sigma\big(y_{ij} (t \langle a_i, b_j\rangle + b)\big)` with
+    :math:`y_{ii} = 1` and :math:`y_{ij} = -1` otherwise (Zhai et al., "Sigmoid Loss for Language Image
+    Pre-Training", ICCV 2023, Eq. 1 and Algorithm 1: summed over all pairs, divided by the batch size).
+
+    Shape:
+        z_a, z_b: ``(N, D)``. Returns a scalar.
+
+    Args:
+        logit_scale: :math:`t`, already exponentiated (SigLIP initialises :math:`\log t = \log 10`).
+        logit_bias: :math:`b` (initialised at -10 so that the many negatives start near probability 0).
+    """
+    logit_scale = check.scale_tensor(logit_scale, "logit_scale")
+    if isinstance(logit_bias, Tensor):
+        if logit_bias.numel() != 1:
+            raise ValueError(f"logit_bias must be a scalar, got a tensor of shape {tuple(logit_bias.shape)}")
+        check.finite(logit_bias, "logit_bias")
+        logit_bias = logit_bias.reshape(())
+    elif not math.isfinite(float(logit_bias)):
+        raise ValueError(f"logit_bias must be finite, got {logit_bias}")
+    z_a, z_b = _pair(z_a, z_b)
+    n = z_a.shape[0]
+    logits = logit_scale * (z_a @ z_b.T) + logit_bias
+    signs = 2.0 * torch.eye(n, dtype=logits.dtype, device=logits.device) - 1.0
+    return -F.logsigmoid(signs * logits).sum() / n
+
+
+def supcon(
+    z: Tensor, labels: Tensor, *, temperature: float = 0.1, base_temperature: float | None = None
+) -> Tensor:
+    r"""Supervised contrastive loss: every other embedding with the same label is a positive.
+
+    :math:`\mathcal{L} = \frac{1}{|A|}\sum_{i \in A} \frac{-1}{|P(i)|} \sum_{p \in P(i)} \log
+    \frac{e^{\langle z_i, z_p\rangle/\tau}}{\sum_{k \ne i} e^{\langle z_i, z_k\rangle/\tau}}`
+    (Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, Eq. 2, :math:`\mathcal{L}^{sup}_{out}`), where
+    :math:`P(i)` holds the indices ``p != i`` with ``labels[p] == labels[i]``. Anchors without any positive (a label
+    seen once) are left out of the mean :math:`A` (the reference code divides by zero there and returns NaN).
+    With every sample its own class and two views, this is NT-Xent.
+
+    Shape:
+        z: ``(N, D)`` with ``labels`` ``(N,)``; or ``(B, V, D)`` (``V`` views of ``B`` samples, the reference
+        code's layout) with ``labels`` ``(B,)``. Returns a scalar.
+
+    Args:
+        temperature: :math:`\tau > 0` (0.1 in the paper's experiments).
+        base_temperature: the reference code multiplies the loss by ``temperature / base_temperature``; None (the
+            default) means no rescaling.
+    """
+    temperature = check.positive(temperature, "temperature")
+    scale = 1.0 if base_temperature is None else temperature / check.positive(base_temperature, "base_temperature")
+    if isinstance(z, Tensor) and z.ndim == 3:
+        b, v, d = z.shape
+        labels = check.labels(labels, b, "labels (one per sample of z's (B, V, D))")
+        z = z.transpose(0, 1).reshape(v * b, d)  # view-major, as the reference's torch.cat(torch.unbind(z, 1))
+        labels = labels.repeat(v)
+    z = check.embeddings(z, "z", min_rows=2, why="SupCon contrasts each embedding with the others")
+    labels = check.labels(labels, z.shape[0])
+    n = z.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = ((z @ z.T) / temperature).masked_fill(eye, -math.inf)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = positives.sum(1)
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        raise ValueError(
+            "no embedding has a positive: every label occurs once. SupCon needs at least two embeddings per class "
+            "in the batch (e.g. two augmented views of each sample, passed as z of shape (B, 2, D))"
+        )
+    mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(1) / n_pos.clamp_min(1)
+    return -scale * mean_log_prob_pos[has_pos].mean()
+
+
+def _dcl_direction(z_a: Tensor, z_b: Tensor, temperature: float, weight: Tensor | None) -> Tensor:
+    n = z_a.shape[0]
+    cross = z_a @ z_b.T / temperature  # (N, N): the positive is on the diagonal
+    positive = -cross.diagonal()
+    if weight is not None:
+        positive = positive * weight
+    eye = torch.eye(n, dtype=torch.bool, device=z_a.device)
+    # negatives: every other sample in both views; the positive pair and the anchor itself are left out
+    negatives = torch.cat([(z_a @ z_a.T / temperature), cross], dim=1).masked_fill(eye.repeat(1, 2), -math.inf)
+    return (positive + torch.logsumexp(negatives, dim=1)).mean()
+
+
+def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1) -> Tensor:
+    r"""Decoupled contrastive loss: InfoNCE with the positive pair removed from the denominator.
+
+    :math:`\mathcal{L}_i = -\langle a_i, b_i\rangle/\tau + \log \sum_{k \ne i} \big(e^{\langle a_i, a_k\rangle/\tau}
+    + e^{\langle a_i, b_k\rangle/\tau}\big)` (Yeh et al., "Decoupled Contrastive Learning", ECCV 2022, Eq. 6),
+    averaged over the ``N`` anchors of each view and over both directions (``a`` to ``b`` and ``b`` to ``a``; the
+    reference code sums the two directions, so its value is twice this one).
+
+    Shape:
+        z_a, z_b: ``(N, D)`` with ``N >= 2`` (each anchor needs a negative). Returns a scalar.
+
+    Args:
+        temperature: :math:`\tau > 0` (0.1 in the paper's ImageNet experiments).
+    """
+    temperature = check.positive(temperature, "temperature")
+    z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
+    return (_dcl_direction(z_a, z_b, temperature, None) + _dcl_direction(z_b, z_a, temperature, None)) / 2
+
+
+def dclw(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, sigma: float = 0.5) -> Tensor:
+    r"""DCLW: decoupled contrastive loss whose positive term is weighted by a von Mises-Fisher weighting.
+
+    As :func:`dcl`, with the positive term of anchor ``i`` multiplied by
+    :math:`w_i = 2 - N\,\mathrm{softmax}_i(\langle a_i, b_i\rangle / \sigma)` (Yeh et al. 2022, Eq. 7): pairs that
+    are already close (easy positives) get less weight. The weights average to 1, and, as in the reference code,
+    the gradient flows through them.
+
+    Shape:
+        z_a, z_b: ``(N, D)`` with ``N >= 2``. Returns a scalar.
+
+    Args:
+        temperature: :math:`\tau > 0`; sigma: :math:`\sigma > 0`, the width of the weighting (0.5 in the paper).
+    """
+    temperature = check.positive(temperature, "temperature")
+    sigma = check.positive(sigma, "sigma")
+    z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
+    n = z_a.shape[0]
+    weight = 2.0 - n * torch.softmax((z_a * z_b).sum(1) / sigma, dim=0)
+    return (_dcl_direction(z_a, z_b, temperature, weight) + _dcl_direction(z_b, z_a, temperature, weight)) / 2

@@ -1,0 +1,272 @@
+"""Thin ``nn.Module`` wrappers around :mod:`contrasphere.functional`, and the loss registry.
+
+Each module only holds hyperparameters (or learnable scalars such as CLIP's logit scale) and calls its function;
+its ``forward`` arguments are named like the model outputs it consumes (``z_a``, ``z_b``, ``z``, ``labels``), so a
+training step is ``loss_fn(**model_out)``. Every module is registered under a short name::
+
+    >>> import contrasphere
+    >>> loss_fn = contrasphere.create_loss("nt_xent", temperature=0.2)
+    >>> contrasphere.list_losses()[:3]
+    ['align_uniform', 'alignment', 'clip']
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import _validate as check
+from . import functional as CF
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the registry knows of one loss: how to build it, what it consumes, where it comes from."""
+
+    name: str
+    cls: type[nn.Module]
+    inputs: tuple[str, ...]  # the forward arguments, named like model outputs
+    paper: str
+
+
+_REGISTRY: dict[str, LossSpec] = {}
+
+
+def register_loss(name: str, *, inputs: tuple[str, ...], paper: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator that adds a loss module to the registry under ``name``."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"a loss named {name!r} is registered already ({_REGISTRY[name].cls.__name__})")
+        _REGISTRY[name] = LossSpec(name=name, cls=cls, inputs=inputs, paper=paper)
+        return cls
+
+    return add
+
+
+def list_losses() -> list[str]:
+    """The names of every registered loss, sorted."""
+    return sorted(_REGISTRY)
+
+
+def loss_spec(name: str) -> LossSpec:
+    """The registry entry of ``name``; an unknown name raises ``KeyError`` listing close matches and every name."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"unknown loss {name!r}.{hint} Registered losses: {', '.join(list_losses())}")
+    return _REGISTRY[name]
+
+
+def create_loss(name: str, **kwargs: object) -> nn.Module:
+    """Build the registered loss ``name`` with hyperparameters ``kwargs``.
+
+    An unknown name or an unknown keyword raises an error that lists what exists.
+    """
+    spec = loss_spec(name)
+    params = inspect.signature(spec.cls.__init__).parameters
+    unknown = [key for key in kwargs if key not in params or key == "self"]
+    if unknown:
+        accepted = [p for p in params if p != "self"]
+        raise TypeError(
+            f"loss {name!r} has no hyperparameter {', '.join(map(repr, unknown))}; "
+            f"it accepts: {', '.join(accepted) or 'nothing'}"
+        )
+    return spec.cls(**kwargs)
+
+
+def _extra(module: nn.Module, names: tuple[str, ...]) -> str:
+    return ", ".join(f"{n}={getattr(module, n)!r}" for n in names)
+
+
+@register_loss("alignment", inputs=("z_a", "z_b"), paper="Wang & Isola, ICML 2020, Eq. 4")
+class AlignmentLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.alignment`."""
+
+    def __init__(self, alpha: float = 2.0) -> None:
+        super().__init__()
+        self.alpha = check.positive(alpha, "alpha")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.alignment(z_a, z_b, alpha=self.alpha)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("alpha",))
+
+
+@register_loss("uniformity", inputs=("z",), paper="Wang & Isola, ICML 2020, Eq. 5")
+class UniformityLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.uniformity`."""
+
+    def __init__(self, t: float = 2.0) -> None:
+        super().__init__()
+        self.t = check.positive(t, "t")
+
+    def forward(self, z: Tensor) -> Tensor:
+        return CF.uniformity(z, t=self.t)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("t",))
+
+
+@register_loss("align_uniform", inputs=("z_a", "z_b"), paper="Wang & Isola, ICML 2020, Section 5")
+class AlignUniformLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.align_uniform` (the paper's combined objective)."""
+
+    def __init__(
+        self, align_weight: float = 1.0, uniform_weight: float = 1.0, alpha: float = 2.0, t: float = 2.0
+    ) -> None:
+        super().__init__()
+        self.align_weight = check.non_negative(align_weight, "align_weight")
+        self.uniform_weight = check.non_negative(uniform_weight, "uniform_weight")
+        self.alpha, self.t = check.positive(alpha, "alpha"), check.positive(t, "t")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.align_uniform(
+            z_a, z_b, align_weight=self.align_weight, uniform_weight=self.uniform_weight, alpha=self.alpha, t=self.t
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("align_weight", "uniform_weight", "alpha", "t"))
+
+
+@register_loss("info_nce", inputs=("z_a", "z_b"), paper="van den Oord et al., 2018, Eq. 4")
+class InfoNCELoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.info_nce`; ``forward`` also takes extra ``negatives``."""
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        super().__init__()
+        self.temperature = check.positive(temperature, "temperature")
+
+    def forward(self, z_a: Tensor, z_b: Tensor, negatives: Tensor | None = None) -> Tensor:
+        return CF.info_nce(z_a, z_b, temperature=self.temperature, negatives=negatives)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature",))
+
+
+@register_loss("nt_xent", inputs=("z_a", "z_b"), paper="Chen et al. (SimCLR), ICML 2020, Eq. 1")
+class NTXentLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.nt_xent`."""
+
+    def __init__(self, temperature: float = 0.5) -> None:
+        super().__init__()
+        self.temperature = check.positive(temperature, "temperature")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.nt_xent(z_a, z_b, temperature=self.temperature)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature",))
+
+
+@register_loss("clip", inputs=("z_a", "z_b"), paper="Radford et al. (CLIP), ICML 2021, Figure 3")
+class CLIPLoss(nn.Module):
+    """CLIP loss with a learnable temperature, stored as ``log_logit_scale`` and clamped as CLIP does.
+
+    Args:
+        init_temperature: the starting temperature (CLIP: 0.07, i.e. a logit scale of about 14.3).
+        max_logit_scale: the logit scale is clamped at this value (CLIP: 100) to keep training stable.
+        learnable: if False the scale is a fixed buffer.
+    """
+
+    def __init__(self, init_temperature: float = 0.07, max_logit_scale: float = 100.0, learnable: bool = True) -> None:
+        super().__init__()
+        if not (math.isfinite(init_temperature) and init_temperature > 0):
+            raise ValueError(f"init_temperature must be a finite number > 0, got {init_temperature}")
+        if not max_logit_scale >= 1 / init_temperature:
+            raise ValueError(
+                f"max_logit_scale ({max_logit_scale}) must be at least 1 / init_temperature ({1 / init_temperature:g})"
+            )
+        value = torch.tensor(math.log(1.0 / init_temperature))
+        if learnable:
+            self.log_logit_scale = nn.Parameter(value)
+        else:
+            self.register_buffer("log_logit_scale", value)
+        self.max_logit_scale = max_logit_scale
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.clip_loss(z_a, z_b, logit_scale=self.logit_scale)
+
+    def extra_repr(self) -> str:
+        return f"max_logit_scale={self.max_logit_scale}"
+
+
+@register_loss("siglip", inputs=("z_a", "z_b"), paper="Zhai et al. (SigLIP), ICCV 2023, Algorithm 1")
+class SigLIPLoss(nn.Module):
+    """SigLIP loss with a learnable logit scale (stored as its log) and logit bias.
+
+    Args:
+        init_logit_scale: starting :math:`t` (SigLIP: 10); init_logit_bias: starting :math:`b` (SigLIP: -10).
+        learnable: if False both are fixed buffers.
+    """
+
+    def __init__(self, init_logit_scale: float = 10.0, init_logit_bias: float = -10.0, learnable: bool = True) -> None:
+        super().__init__()
+        if not (math.isfinite(init_logit_scale) and init_logit_scale > 0):
+            raise ValueError(f"init_logit_scale must be a finite number > 0, got {init_logit_scale}")
+        log_scale, bias = torch.tensor(math.log(init_logit_scale)), torch.tensor(float(init_logit_bias))
+        if learnable:
+            self.log_logit_scale, self.logit_bias = nn.Parameter(log_scale), nn.Parameter(bias)
+        else:
+            self.register_buffer("log_logit_scale", log_scale)
+            self.register_buffer("logit_bias", bias)
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.siglip_loss(z_a, z_b, logit_scale=self.log_logit_scale.exp(), logit_bias=self.logit_bias)
+
+
+@register_loss("supcon", inputs=("z", "labels"), paper="Khosla et al. (SupCon), NeurIPS 2020, Eq. 2")
+class SupConLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.supcon`."""
+
+    def __init__(self, temperature: float = 0.1, base_temperature: float | None = None) -> None:
+        super().__init__()
+        self.temperature = check.positive(temperature, "temperature")
+        self.base_temperature = None if base_temperature is None else check.positive(base_temperature, "base_temperature")
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        return CF.supcon(z, labels, temperature=self.temperature, base_temperature=self.base_temperature)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "base_temperature"))
+
+
+@register_loss("dcl", inputs=("z_a", "z_b"), paper="Yeh et al. (DCL), ECCV 2022, Eq. 6")
+class DCLLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.dcl`."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.temperature = check.positive(temperature, "temperature")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.dcl(z_a, z_b, temperature=self.temperature)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature",))
+
+
+@register_loss("dclw", inputs=("z_a", "z_b"), paper="Yeh et al. (DCLW), ECCV 2022, Eq. 7")
+class DCLWLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.dclw`."""
+
+    def __init__(self, temperature: float = 0.1, sigma: float = 0.5) -> None:
+        super().__init__()
+        self.temperature, self.sigma = check.positive(temperature, "temperature"), check.positive(sigma, "sigma")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.dclw(z_a, z_b, temperature=self.temperature, sigma=self.sigma)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "sigma"))
