@@ -233,7 +233,9 @@ class SupConLoss(nn.Module):
     def __init__(self, temperature: float = 0.1, base_temperature: float | None = None) -> None:
         super().__init__()
         self.temperature = check.positive(temperature, "temperature")
-        self.base_temperature = None if base_temperature is None else check.positive(base_temperature, "base_temperature")
+        self.base_temperature = (
+            None if base_temperature is None else check.positive(base_temperature, "base_temperature")
+        )
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         return CF.supcon(z, labels, temperature=self.temperature, base_temperature=self.base_temperature)

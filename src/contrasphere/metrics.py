@@ -62,9 +62,9 @@ def _inverse_norms(z: Tensor, name: str, normalize: bool, chunk_size: int) -> Te
     return torch.ones_like(norms)
 
 
-def _prepare(z: Any, name: str, normalize: bool, chunk_size: int, min_rows: int = 1, why: str = "") -> tuple[
-    Tensor, Tensor
-]:
+def _prepare(
+    z: Any, name: str, normalize: bool, chunk_size: int, min_rows: int = 1, why: str = ""
+) -> tuple[Tensor, Tensor]:
     z = check.embeddings(_tensor(z, name), name, min_rows=min_rows, why=why)
     _chunk(chunk_size)
     return z, _inverse_norms(z, name, normalize, chunk_size)
@@ -120,7 +120,9 @@ def alignment(
 def _pairs(pairs: Any, n: int) -> Tensor:
     pairs = _tensor(pairs, "pairs")
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] == 0:
-        raise ValueError(f"pairs must have shape (P, 2) with P >= 1, one row per positive pair, got {tuple(pairs.shape)}")
+        raise ValueError(
+            f"pairs must have shape (P, 2) with P >= 1, one row per positive pair, got {tuple(pairs.shape)}"
+        )
     if pairs.is_floating_point() or pairs.dtype == torch.bool:
         raise TypeError(f"pairs must hold integer row indices, got dtype {pairs.dtype}")
     pairs = pairs.long()
@@ -150,7 +152,9 @@ def uniformity(
     very large sets.
     """
     t = check.positive(t, "t")
-    z, inv = _prepare(z, "z", normalize, _CHUNK, min_rows=2, why="uniformity averages over pairs of distinct embeddings")
+    z, inv = _prepare(
+        z, "z", normalize, _CHUNK, min_rows=2, why="uniformity averages over pairs of distinct embeddings"
+    )
     if max_points is not None:
         if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
             raise ValueError(f"max_points must be an integer >= 2 or None, got {max_points!r}")

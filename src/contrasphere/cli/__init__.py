@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Contrastive representation learning on the unit hypersphere (Wang & Isola, ICML 2020).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in _COMMANDS.items():
+    for module in _COMMANDS.values():
         module.add_parser(sub)
     return parser
 

@@ -79,8 +79,14 @@ def run(args: argparse.Namespace) -> int:
         "positives": args.positives,
         "pairs": args.pairs,
         **metrics.report(
-            z, positives, pairs=pairs, alpha=args.alpha, t=args.t, normalize=args.normalize,
-            max_points=max_points, seed=args.seed,
+            z,
+            positives,
+            pairs=pairs,
+            alpha=args.alpha,
+            t=args.t,
+            normalize=args.normalize,
+            max_points=max_points,
+            seed=args.seed,
         ),
     }
     result["seconds"] = round(time.perf_counter() - start, 3)
@@ -101,11 +107,11 @@ def format_table(r: dict[str, Any]) -> str:
     ]
     if "alignment" in r:
         src = r["positives"] or r["pairs"]
-        rows.append((f"alignment (alpha={r['alpha']:g})", f"{r['alignment']:.4f}   over {r['n_pairs']} pairs "
-                     f"from {src}; 0 = pairs coincide, lower is better"))
+        what = f"{r['alignment']:.4f}   over {r['n_pairs']} pairs from {src}; 0 = pairs coincide, lower is better"
+        rows.append((f"alignment (alpha={r['alpha']:g})", what))
     subset = "" if r["uniformity_points"] == r["n"] else f" on a random {r['uniformity_points']} of {r['n']}"
-    best = "" if r["uniformity_optimum"] is None else f"; the uniform distribution on S^{r['dim'] - 1} gives " \
-        f"{r['uniformity_optimum']:.4f}"
+    optimum = r["uniformity_optimum"]
+    best = "" if optimum is None else f"; the uniform distribution on S^{r['dim'] - 1} gives {optimum:.4f}"
     rows.append((f"uniformity (t={r['t']:g})", f"{r['uniformity']:.4f}{subset}   lower is more uniform{best}"))
     rows.append(("effective rank", f"{r['effective_rank']:.2f}   of at most {min(r['n'], r['dim'])} (RankMe)"))
     if "modality_gap" in r:

@@ -92,9 +92,7 @@ def uniformity_optimum(dim: int, t: float = 2.0) -> float:
     try:
         from scipy.special import hyp0f1
     except ImportError as err:  # pragma: no cover - exercised only without scipy
-        raise ImportError(
-            "the 'sphere' uniformity offset needs scipy: pip install 'contrasphere[stats]'"
-        ) from err
+        raise ImportError("the 'sphere' uniformity offset needs scipy: pip install 'contrasphere[stats]'") from err
     return -2.0 * t + math.log(float(hyp0f1(dim / 2.0, t * t)))
 
 
@@ -145,6 +143,9 @@ def uniformity_with_queue(q: Tensor, queue: Tensor, *, t: float = 2.0, intra_bat
     distinct pairs ``i < j`` of the batch itself (the reference code's default, ``--moco-unif-no-intra-batch``
     turns it off). All ``N*K (+ N(N-1)/2)`` terms share one mean, as in the reference.
 
+    Like the reference, it takes the squared distance to a key as :math:`2 - 2\langle q_i, k\rangle`, so ``q`` and
+    the queue must be unit vectors (the gradient with respect to ``q`` then matches the reference exactly).
+
     Shape:
         q: ``(N, D)``; queue: ``(K, D)`` keys as rows (the reference stores the transpose). Returns a scalar.
     """
@@ -154,7 +155,8 @@ def uniformity_with_queue(q: Tensor, queue: Tensor, *, t: float = 2.0, intra_bat
     check.same_dim(q, queue, "q", "queue")
     q, queue = check.common_dtype(q, queue)
     n, k = q.shape[0], queue.shape[0]
-    lse = torch.logsumexp(sq_dists(q, queue.detach()).mul(-t).flatten(), dim=0)
+    # as in the reference, the distance to a key comes from the inner product: ||q - k||^2 = 2 - 2 <q, k>
+    lse = torch.logsumexp((q @ queue.detach().T).mul(2.0 * t).flatten(), dim=0) - 2.0 * t
     count = n * k
     if intra_batch:
         # the off-diagonal of the symmetric batch matrix holds every unordered pair twice

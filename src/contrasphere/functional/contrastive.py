@@ -32,9 +32,7 @@ def _diag_targets(n: int, device: torch.device) -> Tensor:
     return torch.arange(n, device=device)
 
 
-def info_nce(
-    z_a: Tensor, z_b: Tensor, *, temperature: float = 0.07, negatives: Tensor | None = None
-) -> Tensor:
+def info_nce(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.07, negatives: Tensor | None = None) -> Tensor:
     r"""InfoNCE in one direction: each ``z_a[i]`` must pick out ``z_b[i]`` among all of ``z_b`` (and ``negatives``).
 
     :math:`\mathcal{L} = -\frac1N \sum_i \log \frac{e^{\langle a_i, b_i\rangle/\tau}}{\sum_j
@@ -137,9 +135,7 @@ def siglip_loss(
     return -F.logsigmoid(signs * logits).sum() / n
 
 
-def supcon(
-    z: Tensor, labels: Tensor, *, temperature: float = 0.1, base_temperature: float | None = None
-) -> Tensor:
+def supcon(z: Tensor, labels: Tensor, *, temperature: float = 0.1, base_temperature: float | None = None) -> Tensor:
     r"""Supervised contrastive loss: every other embedding with the same label is a positive.
 
     :math:`\mathcal{L} = \frac{1}{|A|}\sum_{i \in A} \frac{-1}{|P(i)|} \sum_{p \in P(i)} \log

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+
+def sphere(n: int, d: int, *, seed: int = 0, dtype: torch.dtype = torch.float64, grad: bool = False) -> torch.Tensor:
+    """``n`` points drawn uniformly on the unit sphere in ``R^d`` (a leaf tensor when ``grad``)."""
+    g = torch.Generator().manual_seed(seed)
+    z = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1).to(dtype)
+    return z.requires_grad_(grad)
+
+
+def near(z: torch.Tensor, noise: float, *, seed: int = 1) -> torch.Tensor:
+    """Positives: ``z`` perturbed and projected back onto the sphere."""
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(z.detach() + noise * torch.randn(z.shape, generator=g, dtype=z.dtype), dim=1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

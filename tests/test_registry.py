@@ -1,0 +1,122 @@
+"""One generic test over every registered loss, and the registry's own errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import near, sphere
+
+import contrasphere
+from contrasphere import functional as CF
+from contrasphere.losses import loss_spec
+
+
+def inputs_for(name: str, dtype: torch.dtype, *, n: int = 24, d: int = 16) -> dict[str, torch.Tensor]:
+    z_a = sphere(n, d, seed=21, dtype=torch.float64)
+    z_b = near(z_a, 0.5)
+    by_role = {"z_a": z_a, "z_b": z_b, "z": torch.cat([z_a, z_b]), "labels": torch.arange(2 * n) % (n // 3)}
+    return {
+        role: by_role[role].to(dtype).requires_grad_() if by_role[role].is_floating_point() else by_role[role]
+        for role in loss_spec(name).inputs
+    }
+
+
+ALL = contrasphere.list_losses()
+
+
+def test_the_registry_holds_the_core_objectives():
+    assert {
+        "alignment",
+        "uniformity",
+        "align_uniform",
+        "info_nce",
+        "nt_xent",
+        "clip",
+        "siglip",
+        "supcon",
+        "dcl",
+        "dclw",
+    } <= set(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_loss_is_finite_differentiable_and_invariant(name):
+    loss_fn = contrasphere.create_loss(name).double()
+    kw = inputs_for(name, torch.float64)
+    value = loss_fn(**kw)
+    assert value.ndim == 0 and torch.isfinite(value)
+    tensors = [t for t in kw.values() if t.requires_grad] + [p for p in loss_fn.parameters()]
+    grads = torch.autograd.grad(value, tensors)
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    # invariances shared by every objective here: a rotation of the space and a permutation of the batch
+    rot, _ = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))
+    perm = torch.randperm(next(iter(kw.values())).shape[0])
+    rotated = {k: (v.detach() @ rot if v.is_floating_point() else v) for k, v in kw.items()}
+    permuted = {k: v.detach()[perm] for k, v in kw.items()}
+    torch.testing.assert_close(loss_fn(**rotated), value.detach(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(loss_fn(**permuted), value.detach(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_every_loss_is_stable_in_half_precision(name, dtype):
+    loss_fn = contrasphere.create_loss(name)
+    low = inputs_for(name, dtype)
+    value = loss_fn(**low)
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    # reduced in float32: equal to the float32 loss of the same (rounded) inputs
+    same_inputs = {k: (v.detach().float() if v.is_floating_point() else v) for k, v in low.items()}
+    torch.testing.assert_close(value, loss_fn(**same_inputs), rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(value, [v for v in low.values() if v.requires_grad])
+    assert all(g.dtype == dtype and torch.isfinite(g.float()).all() for g in grads)
+
+
+MODULE_VS_FUNCTION = {
+    "alignment": ({"alpha": 1.5}, lambda kw: CF.alignment(kw["z_a"], kw["z_b"], alpha=1.5)),
+    "uniformity": ({"t": 3.0}, lambda kw: CF.uniformity(kw["z"], t=3.0)),
+    "align_uniform": (
+        {"align_weight": 2.0, "uniform_weight": 0.5, "alpha": 1.0, "t": 1.0},
+        lambda kw: CF.align_uniform(kw["z_a"], kw["z_b"], align_weight=2.0, uniform_weight=0.5, alpha=1.0, t=1.0),
+    ),
+    "info_nce": ({"temperature": 0.3}, lambda kw: CF.info_nce(kw["z_a"], kw["z_b"], temperature=0.3)),
+    "nt_xent": ({"temperature": 0.3}, lambda kw: CF.nt_xent(kw["z_a"], kw["z_b"], temperature=0.3)),
+    "clip": ({"init_temperature": 0.05}, lambda kw: CF.clip_loss(kw["z_a"], kw["z_b"], logit_scale=20.0)),
+    "siglip": (
+        {"init_logit_scale": 5.0, "init_logit_bias": -2.0},
+        lambda kw: CF.siglip_loss(kw["z_a"], kw["z_b"], logit_scale=5.0, logit_bias=-2.0),
+    ),
+    "supcon": ({"temperature": 0.2}, lambda kw: CF.supcon(kw["z"], kw["labels"], temperature=0.2)),
+    "dcl": ({"temperature": 0.2}, lambda kw: CF.dcl(kw["z_a"], kw["z_b"], temperature=0.2)),
+    "dclw": ({"temperature": 0.2, "sigma": 0.3}, lambda kw: CF.dclw(kw["z_a"], kw["z_b"], temperature=0.2, sigma=0.3)),
+}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_module_equals_function(name):
+    assert name in MODULE_VS_FUNCTION, f"add {name!r} to MODULE_VS_FUNCTION"
+    hyper, fn = MODULE_VS_FUNCTION[name]
+    kw = inputs_for(name, torch.float64)
+    module = contrasphere.create_loss(name, **hyper).double()
+    torch.testing.assert_close(module(**kw), fn(kw))
+
+
+def test_clip_scale_is_clamped_and_can_be_frozen():
+    loss = contrasphere.create_loss("clip", init_temperature=0.07)
+    with torch.no_grad():
+        loss.log_logit_scale.fill_(10.0)  # e^10 is far above the clamp
+    assert loss.logit_scale.item() == pytest.approx(100.0)
+    frozen = contrasphere.create_loss("clip", learnable=False)
+    assert list(frozen.parameters()) == [] and "log_logit_scale" in dict(frozen.named_buffers())
+
+
+def test_unknown_names_and_keywords_are_explained():
+    with pytest.raises(KeyError, match="Did you mean 'nt_xent'") as info:
+        contrasphere.create_loss("ntxent")
+    assert "supcon" in str(info.value)  # lists what exists
+    with pytest.raises(TypeError, match="no hyperparameter 'temp'.*accepts: temperature"):
+        contrasphere.create_loss("nt_xent", temp=0.1)
+    with pytest.raises(ValueError, match="temperature must be"):
+        contrasphere.create_loss("supcon", temperature=-0.1)
+    with pytest.raises(ValueError, match="registered already"):
+        contrasphere.register_loss("clip", inputs=("z_a", "z_b"), paper="")(torch.nn.Identity)
