@@ -20,8 +20,12 @@ def promote(z: Tensor) -> Tensor:
     return z.float() if z.dtype in _HALF else z
 
 
-def embeddings(z: object, name: str = "z", *, min_rows: int = 1, why: str = "") -> Tensor:
-    """Check that ``z`` is a finite floating-point ``(B, D)`` tensor with at least ``min_rows`` rows; promote halves."""
+def embeddings(z: object, name: str = "z", *, min_rows: int = 1, why: str = "", keep_dtype: bool = False) -> Tensor:
+    """Check that ``z`` is a finite floating-point ``(B, D)`` tensor with at least ``min_rows`` rows.
+
+    Half-precision input is promoted to float32 unless ``keep_dtype`` (for code that hands it to the pairwise
+    engine, which multiplies bfloat16 tiles in bfloat16 and reduces them in float32 itself).
+    """
     if not isinstance(z, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, D), got {type(z).__name__}")
     if z.ndim != 2:
@@ -37,7 +41,7 @@ def embeddings(z: object, name: str = "z", *, min_rows: int = 1, why: str = "") 
         reason = f" ({why})" if why else ""
         raise ValueError(f"{name} has {z.shape[0]} row(s) but at least {min_rows} are needed{reason}")
     finite(z, name)
-    return promote(z)
+    return z if keep_dtype else promote(z)
 
 
 def finite(z: Tensor, name: str) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate as check
-from ..pairwise import offdiag_logsumexp, sq_dists
+from ..pairwise import gaussian_logsumexp, row_logsumexp
 
 UniformityOffset = Literal["none", "2t", "sphere"]
 
@@ -48,7 +48,9 @@ def alignment(z_a: Tensor, z_b: Tensor, *, alpha: float = 2.0) -> Tensor:
     return torch.linalg.vector_norm(z_a - z_b, dim=1).pow(alpha).mean()
 
 
-def uniformity(z: Tensor, *, t: float = 2.0, offset: UniformityOffset = "none") -> Tensor:
+def uniformity(
+    z: Tensor, *, t: float = 2.0, offset: UniformityOffset = "none", block_size: int | None = None
+) -> Tensor:
     r"""Uniformity loss: the log of the mean Gaussian potential over all distinct pairs.
 
     :math:`\mathcal{L}_{uniform} = \log \frac{2}{N(N-1)} \sum_{i<j} e^{-t \lVert z_i - z_j \rVert_2^2}`
@@ -69,11 +71,15 @@ def uniformity(z: Tensor, *, t: float = 2.0, offset: UniformityOffset = "none") 
             finite batch: it is bounded below by ``-2t / (N - 1)``. ``"sphere"`` subtracts the population optimum on
             :math:`S^{D-1}` (:func:`uniformity_optimum`), giving a value that is non-negative in expectation and is
             0 for the uniform distribution in any dimension, not only as ``D`` grows. Needs scipy.
+        block_size: the pairwise engine's tiling (:mod:`contrasphere.pairwise`): None picks dense for small
+            batches and memory-linear tiles for large ones; 0 forces dense; a positive number sets the tile side.
     """
     t = check.positive(t, "t")
-    z = check.embeddings(z, "z", min_rows=2, why="uniformity averages over pairs of distinct embeddings")
+    z = check.embeddings(
+        z, "z", min_rows=2, why="uniformity averages over pairs of distinct embeddings", keep_dtype=True
+    )
     n = z.shape[0]
-    value = offdiag_logsumexp(sq_dists(z, z).mul(-t)) - math.log(n * (n - 1))
+    value = gaussian_logsumexp(z, t, block_size=block_size) - math.log(n * (n - 1))
     return value - _offset(offset, t, z.shape[1])
 
 
@@ -114,6 +120,7 @@ def align_uniform(
     uniform_weight: float = 1.0,
     alpha: float = 2.0,
     t: float = 2.0,
+    block_size: int | None = None,
 ) -> Tensor:
     r"""The paper's combined objective: ``align_weight * alignment + uniform_weight * mean of both uniformities``.
 
@@ -132,10 +139,13 @@ def align_uniform(
     if align_weight == uniform_weight == 0:
         raise ValueError("align_weight and uniform_weight are both 0: the objective would be constant")
     loss = align_weight * alignment(z_a, z_b, alpha=alpha)
-    return loss + uniform_weight * (uniformity(z_a, t=t) + uniformity(z_b, t=t)) / 2
+    uniform = uniformity(z_a, t=t, block_size=block_size) + uniformity(z_b, t=t, block_size=block_size)
+    return loss + uniform_weight * uniform / 2
 
 
-def uniformity_with_queue(q: Tensor, queue: Tensor, *, t: float = 2.0, intra_batch: bool = True) -> Tensor:
+def uniformity_with_queue(
+    q: Tensor, queue: Tensor, *, t: float = 2.0, intra_batch: bool = True, block_size: int | None = None
+) -> Tensor:
     r"""Uniformity of a batch of queries against a MoCo queue, as in the paper's ImageNet (MoCo) code.
 
     The log of the mean of :math:`e^{-t\lVert q_i - k\rVert^2}` over every query ``q_i`` and every key ``k`` of the
@@ -150,17 +160,16 @@ def uniformity_with_queue(q: Tensor, queue: Tensor, *, t: float = 2.0, intra_bat
         q: ``(N, D)``; queue: ``(K, D)`` keys as rows (the reference stores the transpose). Returns a scalar.
     """
     t = check.positive(t, "t")
-    q = check.embeddings(q, "q", min_rows=2 if intra_batch else 1, why="intra-batch pairs need two queries")
-    queue = check.embeddings(queue, "queue", min_rows=1, why="the queue holds the negatives")
+    q = check.embeddings(q, "q", min_rows=2 if intra_batch else 1, why="intra-batch pairs need two", keep_dtype=True)
+    queue = check.embeddings(queue, "queue", min_rows=1, why="the queue holds the negatives", keep_dtype=True)
     check.same_dim(q, queue, "q", "queue")
     q, queue = check.common_dtype(q, queue)
     n, k = q.shape[0], queue.shape[0]
     # as in the reference, the distance to a key comes from the inner product: ||q - k||^2 = 2 - 2 <q, k>
-    lse = torch.logsumexp((q @ queue.detach().T).mul(2.0 * t).flatten(), dim=0) - 2.0 * t
+    rows = row_logsumexp(q, queue.detach(), scale=2.0 * t, block_size=block_size)
+    lse = torch.logsumexp(rows, dim=0) - 2.0 * t
     count = n * k
-    if intra_batch:
-        # the off-diagonal of the symmetric batch matrix holds every unordered pair twice
-        lse_intra = offdiag_logsumexp(sq_dists(q, q).mul(-t)) - math.log(2.0)
-        lse = torch.logaddexp(lse, lse_intra)
+    if intra_batch:  # the ordered pairs i != j hold every unordered pair twice
+        lse = torch.logaddexp(lse, gaussian_logsumexp(q, t, block_size=block_size) - math.log(2.0))
         count += n * (n - 1) // 2
     return lse - math.log(count)

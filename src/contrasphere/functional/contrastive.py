@@ -7,7 +7,10 @@ Conventions shared by every function here:
   exponentiated); like the papers' code, the functions use the embeddings as given, so normalise them first
   (``F.normalize(z, dim=-1)``) for cosine similarities;
 - float16 and bfloat16 inputs are reduced in float32 and the loss is returned in float32;
-- the result is the mean over anchors, a scalar.
+- the result is the mean over anchors, a scalar;
+- every reduction over pairs goes through the engine (:mod:`contrasphere.pairwise`): ``block_size=None`` picks
+  dense for small batches and memory-linear tiles for large ones, ``0`` forces dense, a positive number sets the
+  tile size. Both give the same value and gradient.
 """
 
 from __future__ import annotations
@@ -15,24 +18,33 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _validate as check
+from ..pairwise import acc_dtype, row_logsumexp, softplus_sum, sym_row_logsumexp
 
 
 def _pair(z_a: Tensor, z_b: Tensor, min_rows: int = 1, why: str = "") -> tuple[Tensor, Tensor]:
-    z_a = check.embeddings(z_a, "z_a", min_rows=min_rows, why=why)
-    z_b = check.embeddings(z_b, "z_b", min_rows=min_rows, why=why)
+    z_a = check.embeddings(z_a, "z_a", min_rows=min_rows, why=why, keep_dtype=True)
+    z_b = check.embeddings(z_b, "z_b", min_rows=min_rows, why=why, keep_dtype=True)
     check.same_shape(z_a, z_b, "z_a", "z_b")
     return check.common_dtype(z_a, z_b)
 
 
-def _diag_targets(n: int, device: torch.device) -> Tensor:
-    return torch.arange(n, device=device)
+def _dot(z_a: Tensor, z_b: Tensor) -> Tensor:
+    """Row-wise inner products ``<z_a[i], z_b[i]>`` in the accumulation dtype, ``(N,)``."""
+    dtype = acc_dtype(z_a)
+    return (z_a.to(dtype) * z_b.to(dtype)).sum(1)
 
 
-def info_nce(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.07, negatives: Tensor | None = None) -> Tensor:
+def info_nce(
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    temperature: float = 0.07,
+    negatives: Tensor | None = None,
+    block_size: int | None = None,
+) -> Tensor:
     r"""InfoNCE in one direction: each ``z_a[i]`` must pick out ``z_b[i]`` among all of ``z_b`` (and ``negatives``).
 
     :math:`\mathcal{L} = -\frac1N \sum_i \log \frac{e^{\langle a_i, b_i\rangle/\tau}}{\sum_j
@@ -50,15 +62,16 @@ def info_nce(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.07, negatives: 
     """
     temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b)
-    logits = z_a @ z_b.T
+    scale = 1.0 / temperature
+    lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
     if negatives is not None:
-        negatives = check.embeddings(negatives, "negatives")
+        negatives = check.embeddings(negatives, "negatives", keep_dtype=True)
         check.same_dim(z_a, negatives, "z_a", "negatives")
-        logits = torch.cat([logits, z_a @ negatives.to(z_a.dtype).T], dim=1)
-    return F.cross_entropy(logits / temperature, _diag_targets(z_a.shape[0], z_a.device))
+        lse = torch.logaddexp(lse, row_logsumexp(z_a, negatives.to(z_a.dtype), scale=scale, block_size=block_size))
+    return (lse - scale * _dot(z_a, z_b)).mean()
 
 
-def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5) -> Tensor:
+def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, block_size: int | None = None) -> Tensor:
     r"""NT-Xent, SimCLR's loss over ``2N`` views: each view must pick out its partner among the other ``2N - 1``.
 
     With :math:`z = [z_a; z_b]` and :math:`s_{ij} = \langle z_i, z_j\rangle / \tau`,
@@ -74,16 +87,15 @@ def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5) -> Tensor:
     """
     temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b)
-    n = z_a.shape[0]
-    z = torch.cat([z_a, z_b], dim=0)
-    logits = (z @ z.T) / temperature
-    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(eye, -math.inf)
-    targets = torch.arange(2 * n, device=z.device).roll(n)  # i <-> i + N
-    return F.cross_entropy(logits, targets)
+    scale = 1.0 / temperature
+    # the 2N x 2N matrix is symmetric: the engine computes each tile once for its rows and its columns
+    lse = sym_row_logsumexp(torch.cat([z_a, z_b]), scale=scale, exclude_diagonal=True, block_size=block_size)
+    return (lse - scale * _dot(z_a, z_b).repeat(2)).mean()  # the partner of view i is view i + N (mod 2N)
 
 
-def clip_loss(z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 1 / 0.07) -> Tensor:
+def clip_loss(
+    z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 1 / 0.07, block_size: int | None = None
+) -> Tensor:
     r"""CLIP's symmetric contrastive loss between two modalities.
 
     With :math:`s_{ij} = \sigma \langle a_i, b_j\rangle`, the mean of the cross-entropy over rows (``a`` picks ``b``)
@@ -99,13 +111,18 @@ def clip_loss(z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 1 / 0.0
     """
     logit_scale = check.scale_tensor(logit_scale, "logit_scale")
     z_a, z_b = _pair(z_a, z_b)
-    logits = logit_scale * (z_a @ z_b.T)
-    targets = _diag_targets(z_a.shape[0], z_a.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    lse_rows = row_logsumexp(z_a, z_b, scale=logit_scale, block_size=block_size)  # a picks b
+    lse_cols = row_logsumexp(z_b, z_a, scale=logit_scale, block_size=block_size)  # b picks a
+    return ((lse_rows + lse_cols) / 2 - logit_scale * _dot(z_a, z_b)).mean()
 
 
 def siglip_loss(
-    z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 10.0, logit_bias: Tensor | float = -10.0
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    logit_scale: Tensor | float = 10.0,
+    logit_bias: Tensor | float = -10.0,
+    block_size: int | None = None,
 ) -> Tensor:
     r"""SigLIP's pairwise sigmoid loss: every pair is an independent binary classification.
 
@@ -129,13 +146,19 @@ def siglip_loss(
     elif not math.isfinite(float(logit_bias)):
         raise ValueError(f"logit_bias must be finite, got {logit_bias}")
     z_a, z_b = _pair(z_a, z_b)
-    n = z_a.shape[0]
-    logits = logit_scale * (z_a @ z_b.T) + logit_bias
-    signs = 2.0 * torch.eye(n, dtype=logits.dtype, device=logits.device) - 1.0
-    return -F.logsigmoid(signs * logits).sum() / n
+    # -log sigmoid(-x) = softplus(x) for every pair, and -log sigmoid(x) = softplus(x) - x on the diagonal
+    total = softplus_sum(z_a, z_b, scale=logit_scale, bias=logit_bias, block_size=block_size)
+    return (total - (logit_scale * _dot(z_a, z_b) + logit_bias).sum()) / z_a.shape[0]
 
 
-def supcon(z: Tensor, labels: Tensor, *, temperature: float = 0.1, base_temperature: float | None = None) -> Tensor:
+def supcon(
+    z: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float = 0.1,
+    base_temperature: float | None = None,
+    block_size: int | None = None,
+) -> Tensor:
     r"""Supervised contrastive loss: every other embedding with the same label is a positive.
 
     :math:`\mathcal{L} = \frac{1}{|A|}\sum_{i \in A} \frac{-1}{|P(i)|} \sum_{p \in P(i)} \log
@@ -161,37 +184,41 @@ def supcon(z: Tensor, labels: Tensor, *, temperature: float = 0.1, base_temperat
         labels = check.labels(labels, b, "labels (one per sample of z's (B, V, D))")
         z = z.transpose(0, 1).reshape(v * b, d)  # view-major, as the reference's torch.cat(torch.unbind(z, 1))
         labels = labels.repeat(v)
-    z = check.embeddings(z, "z", min_rows=2, why="SupCon contrasts each embedding with the others")
+    z = check.embeddings(z, "z", min_rows=2, why="SupCon contrasts each embedding with the others", keep_dtype=True)
     labels = check.labels(labels, z.shape[0])
-    n = z.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=z.device)
-    logits = ((z @ z.T) / temperature).masked_fill(eye, -math.inf)
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positives = (labels[:, None] == labels[None, :]) & ~eye
-    n_pos = positives.sum(1)
+    classes, label_index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    n_pos = counts[label_index] - 1
     has_pos = n_pos > 0
     if not bool(has_pos.any()):
         raise ValueError(
             "no embedding has a positive: every label occurs once. SupCon needs at least two embeddings per class "
             "in the batch (e.g. two augmented views of each sample, passed as z of shape (B, 2, D))"
         )
-    mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(1) / n_pos.clamp_min(1)
+    lse = sym_row_logsumexp(z, scale=1.0 / temperature, exclude_diagonal=True, block_size=block_size)
+    # the positives' scores sum to <z_i, (sum of z over i's class) - z_i> / tau: linear in N, no mask needed
+    zf = z.to(acc_dtype(z))
+    class_sums = torch.zeros(classes.shape[0], z.shape[1], dtype=zf.dtype, device=z.device).index_add(
+        0, label_index, zf
+    )
+    positive_sum = (_dot(zf, class_sums[label_index]) - _dot(zf, zf)) / temperature
+    mean_log_prob_pos = positive_sum / n_pos.clamp_min(1) - lse
     return -scale * mean_log_prob_pos[has_pos].mean()
 
 
-def _dcl_direction(z_a: Tensor, z_b: Tensor, temperature: float, weight: Tensor | None) -> Tensor:
-    n = z_a.shape[0]
-    cross = z_a @ z_b.T / temperature  # (N, N): the positive is on the diagonal
-    positive = -cross.diagonal()
+def _dcl_direction(
+    z_a: Tensor, z_b: Tensor, temperature: float, weight: Tensor | None, block_size: int | None
+) -> Tensor:
+    scale = 1.0 / temperature
+    positive = -scale * _dot(z_a, z_b)
     if weight is not None:
         positive = positive * weight
-    eye = torch.eye(n, dtype=torch.bool, device=z_a.device)
     # negatives: every other sample in both views; the positive pair and the anchor itself are left out
-    negatives = torch.cat([(z_a @ z_a.T / temperature), cross], dim=1).masked_fill(eye.repeat(1, 2), -math.inf)
-    return (positive + torch.logsumexp(negatives, dim=1)).mean()
+    same_view = sym_row_logsumexp(z_a, scale=scale, exclude_diagonal=True, block_size=block_size)
+    other_view = row_logsumexp(z_a, z_b, scale=scale, exclude_diagonal=True, block_size=block_size)
+    return (positive + torch.logaddexp(same_view, other_view)).mean()
 
 
-def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1) -> Tensor:
+def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, block_size: int | None = None) -> Tensor:
     r"""Decoupled contrastive loss: InfoNCE with the positive pair removed from the denominator.
 
     :math:`\mathcal{L}_i = -\langle a_i, b_i\rangle/\tau + \log \sum_{k \ne i} \big(e^{\langle a_i, a_k\rangle/\tau}
@@ -207,10 +234,15 @@ def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1) -> Tensor:
     """
     temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
-    return (_dcl_direction(z_a, z_b, temperature, None) + _dcl_direction(z_b, z_a, temperature, None)) / 2
+    return (
+        _dcl_direction(z_a, z_b, temperature, None, block_size)
+        + _dcl_direction(z_b, z_a, temperature, None, block_size)
+    ) / 2
 
 
-def dclw(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, sigma: float = 0.5) -> Tensor:
+def dclw(
+    z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, sigma: float = 0.5, block_size: int | None = None
+) -> Tensor:
     r"""DCLW: decoupled contrastive loss whose positive term is weighted by a von Mises-Fisher weighting.
 
     As :func:`dcl`, with the positive term of anchor ``i`` multiplied by
@@ -227,6 +259,6 @@ def dclw(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, sigma: float = 0
     temperature = check.positive(temperature, "temperature")
     sigma = check.positive(sigma, "sigma")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
-    n = z_a.shape[0]
-    weight = 2.0 - n * torch.softmax((z_a * z_b).sum(1) / sigma, dim=0)
-    return (_dcl_direction(z_a, z_b, temperature, weight) + _dcl_direction(z_b, z_a, temperature, weight)) / 2
+    weight = 2.0 - z_a.shape[0] * torch.softmax(_dot(z_a, z_b) / sigma, dim=0)
+    forward = _dcl_direction(z_a, z_b, temperature, weight, block_size)
+    return (forward + _dcl_direction(z_b, z_a, temperature, weight, block_size)) / 2
