@@ -61,6 +61,21 @@ def test_symmetric_tiles_equal_dense(n, block, exclude):
     torch.testing.assert_close(run(block)(z, scale, bias), general)
 
 
+@pytest.mark.parametrize("n,m,block", [(37, 50, 8), (50, 37, 7), (10, 10, 3), (5, 9, 100)])
+def test_row_and_column_tiles_equal_dense(n, m, block):
+    a = torch.randn(n, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(m, 6, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+
+    def run(block_size):
+        return lambda *x: torch.cat(P.row_col_logsumexp(x[0], x[1], scale=x[2], block_size=block_size))
+
+    assert_same(run(0), run(block), (a, b, scale))
+    rows, cols = P.row_col_logsumexp(a, b, scale=scale, block_size=block)
+    torch.testing.assert_close(rows, P.row_logsumexp(a, b, scale=scale, block_size=0))
+    torch.testing.assert_close(cols, P.row_logsumexp(b, a, scale=scale, block_size=0))
+
+
 @pytest.mark.parametrize("n,m,block", [(37, 50, 8), (50, 37, 7), (5, 5, 2)])
 def test_softplus_sum_tiles_equal_dense(n, m, block):
     a = torch.randn(n, 6, dtype=torch.float64, requires_grad=True)

@@ -196,13 +196,7 @@ class _RowLogSumExp(torch.autograd.Function):
                 )
                 # softmax weights times the incoming gradient: d lse_i / d s_ij = p_ij
                 weights = tile.sub_(finite_lse[r0:r1, None]).exp_().mul_(grad_lse[r0:r1, None])
-                w_mm = weights if mm == acc else weights.to(mm)
-                if mm == acc:
-                    grad_a[r0:r1].addmm_(w_mm, b_mm[c0:c1])
-                    grad_b[c0:c1].addmm_(w_mm.T, a_mm[r0:r1])
-                else:
-                    grad_a[r0:r1] += w_mm @ b_mm[c0:c1]
-                    grad_b[c0:c1] += w_mm.T @ a_mm[r0:r1]
+                _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
                 if grad_bias is not None:
                     grad_bias[c0:c1] += weights.sum(0)
         # d/d scale of sum_ij w_ij scale <a_i, b_j> is sum_i <a_i, sum_j w_ij b_j>: read off the unscaled grad_a
@@ -210,6 +204,97 @@ class _RowLogSumExp(torch.autograd.Function):
         grad_a.mul_(scale)
         grad_b.mul_(scale)
         return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_bias, None, None, None
+
+
+# --- row and column log-sum-exp together --------------------------------------------------------------------------
+def row_col_logsumexp(
+    a: Tensor, b: Tensor, *, scale: Tensor | float = 1.0, block_size: int | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""Both :math:`\log \sum_j e^{\sigma\langle a_i, b_j\rangle}` (``(N,)``) and :math:`\log \sum_i
+    e^{\sigma\langle a_i, b_j\rangle}` (``(M,)``) from one pass over the tiles.
+
+    CLIP's two directions share every score; computing them together costs one matrix product per tile in the
+    forward pass and three in the backward pass, half of two separate :func:`row_logsumexp` calls.
+    """
+    if not use_tiles(a.shape[0], b.shape[0], block_size):
+        dtype = acc_dtype(a)
+        scores = (a.to(dtype) @ b.to(dtype).T) * scale
+        return torch.logsumexp(scores, dim=1), torch.logsumexp(scores, dim=0)
+    side = min(block_size or SYM_BLOCK, max(a.shape[0], b.shape[0]))
+    return _RowColLogSumExp.apply(a, b, _as_scale(scale, a), side)
+
+
+class _RowColLogSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, scale, side):  # type: ignore[override]
+        acc, mm = acc_dtype(a), _mm_dtype(a)
+        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
+        n, m = a.shape[0], b.shape[0]
+        stats = [torch.full((k,), -math.inf, dtype=acc, device=a.device) for k in (n, m)]
+        sums = [torch.zeros(k, dtype=acc, device=a.device) for k in (n, m)]
+        buf = torch.empty(side, side, dtype=acc, device=a.device)
+        spare = torch.empty(side, side, dtype=acc, device=a.device)
+        for i0 in range(0, n, side):
+            i1 = min(i0 + side, n)
+            for j0 in range(0, m, side):
+                j1 = min(j0 + side, m)
+                tile = _tile_scores(buf[: i1 - i0, : j1 - j0], a_mm[i0:i1], b_mm[j0:j1], scale, None, None)
+                copy = spare[: i1 - i0, : j1 - j0]
+                _online_update(
+                    stats[0][i0:i1],
+                    sums[0][i0:i1],
+                    tile.amax(1),
+                    lambda mx, tile=tile, copy=copy: torch.sub(tile, mx[:, None], out=copy).exp_().sum(1),
+                )
+                _online_update(
+                    stats[1][j0:j1],
+                    sums[1][j0:j1],
+                    tile.amax(0),
+                    lambda mx, tile=tile: tile.sub_(mx[None, :]).exp_().sum(0),
+                )
+        lse_rows, lse_cols = (mx + sm.log() for mx, sm in zip(stats, sums))
+        ctx.save_for_backward(a, b, scale, lse_rows, lse_cols)
+        ctx.side = side
+        return lse_rows, lse_cols
+
+    @staticmethod
+    def backward(ctx, grad_rows, grad_cols):  # type: ignore[override]
+        a, b, scale, lse_rows, lse_cols = ctx.saved_tensors
+        side = ctx.side
+        acc, mm = acc_dtype(a), _mm_dtype(a)
+        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
+        g_r, g_c = grad_rows.to(acc), grad_cols.to(acc)
+        grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
+        grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
+        buf = torch.empty(side, side, dtype=acc, device=a.device)
+        spare = torch.empty(side, side, dtype=acc, device=a.device)
+        for i0 in range(0, a.shape[0], side):
+            i1 = min(i0 + side, a.shape[0])
+            for j0 in range(0, b.shape[0], side):
+                j1 = min(j0 + side, b.shape[0])
+                tile = _tile_scores(buf[: i1 - i0, : j1 - j0], a_mm[i0:i1], b_mm[j0:j1], scale, None, None)
+                # u_ij = g_i p(j | i) + g'_j p(i | j): the weight of score s_ij in both directions
+                u = torch.sub(tile, lse_rows[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
+                u.exp_().mul_(g_r[i0:i1, None])
+                u.add_(tile.sub_(lse_cols[None, j0:j1]).exp_().mul_(g_c[None, j0:j1]))
+                _accumulate(grad_a[i0:i1], grad_b[j0:j1], u, a_mm[i0:i1], b_mm[j0:j1], mm)
+        grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
+        grad_a.mul_(scale)
+        grad_b.mul_(scale)
+        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, None
+
+
+def _accumulate(grad_a: Tensor, grad_b: Tensor | None, u: Tensor, a: Tensor, b: Tensor, mm: torch.dtype) -> None:
+    """``grad_a += u @ b`` and ``grad_b += u.T @ a`` (if given), with ``u`` multiplied in the tiles' dtype."""
+    if u.dtype == mm:
+        grad_a.addmm_(u, b)
+        if grad_b is not None:
+            grad_b.addmm_(u.T, a)
+        return
+    u_mm = u.to(mm)
+    grad_a += u_mm @ b
+    if grad_b is not None:
+        grad_b += u_mm.T @ a
 
 
 # --- symmetric row log-sum-exp --------------------------------------------------------------------------------------
@@ -338,15 +423,7 @@ class _SymRowLogSumExp(torch.autograd.Function):
                 rows_w.exp_().mul_(g[i0:i1, None])
                 cols_w = tile.sub_(finite_lse[None, j0:j1]).exp_().mul_(g[None, j0:j1])
                 u = rows_w.add_(cols_w)  # on a diagonal tile cols_w is rows_w transposed, as it must be
-                u_mm = u if mm == acc else u.to(mm)
-                if mm == acc:
-                    grad_z[i0:i1].addmm_(u_mm, z_mm[j0:j1])
-                    if j0 != i0:
-                        grad_z[j0:j1].addmm_(u_mm.T, z_mm[i0:i1])
-                else:
-                    grad_z[i0:i1] += u_mm @ z_mm[j0:j1]
-                    if j0 != i0:
-                        grad_z[j0:j1] += u_mm.T @ z_mm[i0:i1]
+                _accumulate(grad_z[i0:i1], grad_z[j0:j1] if j0 != i0 else None, u, z_mm[i0:i1], z_mm[j0:j1], mm)
                 if grad_r is not None:
                     grad_r[i0:i1] += u.sum(1)
                     if j0 != i0:
@@ -405,9 +482,7 @@ class _SoftplusSum(torch.autograd.Function):
                 tile = _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias, None)
                 weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
                 grad_bias += weights.sum()
-                w_mm = weights.to(mm)
-                grad_a[r0:r1] += w_mm @ b_mm[c0:c1]
-                grad_b[c0:c1] += w_mm.T @ a_mm[r0:r1]
+                _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
         grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
         grad_a.mul_(scale)
         grad_b.mul_(scale)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate as check
-from ..pairwise import acc_dtype, row_logsumexp, softplus_sum, sym_row_logsumexp
+from ..pairwise import acc_dtype, row_col_logsumexp, row_logsumexp, softplus_sum, sym_row_logsumexp
 
 
 def _pair(z_a: Tensor, z_b: Tensor, min_rows: int = 1, why: str = "") -> tuple[Tensor, Tensor]:
@@ -111,8 +111,8 @@ def clip_loss(
     """
     logit_scale = check.scale_tensor(logit_scale, "logit_scale")
     z_a, z_b = _pair(z_a, z_b)
-    lse_rows = row_logsumexp(z_a, z_b, scale=logit_scale, block_size=block_size)  # a picks b
-    lse_cols = row_logsumexp(z_b, z_a, scale=logit_scale, block_size=block_size)  # b picks a
+    # rows: each a picks its b; columns: each b picks its a; one pass over the matrix serves both
+    lse_rows, lse_cols = row_col_logsumexp(z_a, z_b, scale=logit_scale, block_size=block_size)
     return ((lse_rows + lse_cols) / 2 - logit_scale * _dot(z_a, z_b)).mean()
 
 
