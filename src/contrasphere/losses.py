@@ -8,6 +8,9 @@ training step is ``loss_fn(**model_out)``. Every module is registered under a sh
     >>> loss_fn = contrasphere.create_loss("nt_xent", temperature=0.2)
     >>> contrasphere.list_losses()[:3]
     ['align_uniform', 'alignment', 'clip']
+
+Every loss that reduces over pairs also takes ``block_size``, the pairwise engine's tiling (None: automatic; 0:
+dense; a positive number: tiles of that size; see :mod:`contrasphere.pairwise`).
 """
 
 from __future__ import annotations
@@ -64,6 +67,14 @@ def loss_spec(name: str) -> LossSpec:
     return _REGISTRY[name]
 
 
+def loss_spec_of(loss: nn.Module) -> LossSpec:
+    """The registry entry of a loss module (by its exact class); ``TypeError`` if it is not registered."""
+    for spec in _REGISTRY.values():
+        if type(loss) is spec.cls:
+            return spec
+    raise TypeError(f"{type(loss).__name__} is not a registered loss; register it with @register_loss(...)")
+
+
 def create_loss(name: str, **kwargs: object) -> nn.Module:
     """Build the registered loss ``name`` with hyperparameters ``kwargs``.
 
@@ -104,12 +115,13 @@ class AlignmentLoss(nn.Module):
 class UniformityLoss(nn.Module):
     """Module form of :func:`contrasphere.functional.uniformity`."""
 
-    def __init__(self, t: float = 2.0) -> None:
+    def __init__(self, t: float = 2.0, block_size: int | None = None) -> None:
         super().__init__()
+        self.block_size = block_size
         self.t = check.positive(t, "t")
 
     def forward(self, z: Tensor) -> Tensor:
-        return CF.uniformity(z, t=self.t)
+        return CF.uniformity(z, t=self.t, block_size=self.block_size)
 
     def extra_repr(self) -> str:
         return _extra(self, ("t",))
@@ -120,16 +132,28 @@ class AlignUniformLoss(nn.Module):
     """Module form of :func:`contrasphere.functional.align_uniform` (the paper's combined objective)."""
 
     def __init__(
-        self, align_weight: float = 1.0, uniform_weight: float = 1.0, alpha: float = 2.0, t: float = 2.0
+        self,
+        align_weight: float = 1.0,
+        uniform_weight: float = 1.0,
+        alpha: float = 2.0,
+        t: float = 2.0,
+        block_size: int | None = None,
     ) -> None:
         super().__init__()
+        self.block_size = block_size
         self.align_weight = check.non_negative(align_weight, "align_weight")
         self.uniform_weight = check.non_negative(uniform_weight, "uniform_weight")
         self.alpha, self.t = check.positive(alpha, "alpha"), check.positive(t, "t")
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         return CF.align_uniform(
-            z_a, z_b, align_weight=self.align_weight, uniform_weight=self.uniform_weight, alpha=self.alpha, t=self.t
+            z_a,
+            z_b,
+            align_weight=self.align_weight,
+            uniform_weight=self.uniform_weight,
+            alpha=self.alpha,
+            t=self.t,
+            block_size=self.block_size,
         )
 
     def extra_repr(self) -> str:
@@ -140,12 +164,13 @@ class AlignUniformLoss(nn.Module):
 class InfoNCELoss(nn.Module):
     """Module form of :func:`contrasphere.functional.info_nce`; ``forward`` also takes extra ``negatives``."""
 
-    def __init__(self, temperature: float = 0.07) -> None:
+    def __init__(self, temperature: float = 0.07, block_size: int | None = None) -> None:
         super().__init__()
+        self.block_size = block_size
         self.temperature = check.positive(temperature, "temperature")
 
     def forward(self, z_a: Tensor, z_b: Tensor, negatives: Tensor | None = None) -> Tensor:
-        return CF.info_nce(z_a, z_b, temperature=self.temperature, negatives=negatives)
+        return CF.info_nce(z_a, z_b, temperature=self.temperature, negatives=negatives, block_size=self.block_size)
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature",))
@@ -155,12 +180,13 @@ class InfoNCELoss(nn.Module):
 class NTXentLoss(nn.Module):
     """Module form of :func:`contrasphere.functional.nt_xent`."""
 
-    def __init__(self, temperature: float = 0.5) -> None:
+    def __init__(self, temperature: float = 0.5, block_size: int | None = None) -> None:
         super().__init__()
+        self.block_size = block_size
         self.temperature = check.positive(temperature, "temperature")
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.nt_xent(z_a, z_b, temperature=self.temperature)
+        return CF.nt_xent(z_a, z_b, temperature=self.temperature, block_size=self.block_size)
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature",))
@@ -176,8 +202,15 @@ class CLIPLoss(nn.Module):
         learnable: if False the scale is a fixed buffer.
     """
 
-    def __init__(self, init_temperature: float = 0.07, max_logit_scale: float = 100.0, learnable: bool = True) -> None:
+    def __init__(
+        self,
+        init_temperature: float = 0.07,
+        max_logit_scale: float = 100.0,
+        learnable: bool = True,
+        block_size: int | None = None,
+    ) -> None:
         super().__init__()
+        self.block_size = block_size
         if not (math.isfinite(init_temperature) and init_temperature > 0):
             raise ValueError(f"init_temperature must be a finite number > 0, got {init_temperature}")
         if not max_logit_scale >= 1 / init_temperature:
@@ -196,7 +229,7 @@ class CLIPLoss(nn.Module):
         return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.clip_loss(z_a, z_b, logit_scale=self.logit_scale)
+        return CF.clip_loss(z_a, z_b, logit_scale=self.logit_scale, block_size=self.block_size)
 
     def extra_repr(self) -> str:
         return f"max_logit_scale={self.max_logit_scale}"
@@ -211,8 +244,15 @@ class SigLIPLoss(nn.Module):
         learnable: if False both are fixed buffers.
     """
 
-    def __init__(self, init_logit_scale: float = 10.0, init_logit_bias: float = -10.0, learnable: bool = True) -> None:
+    def __init__(
+        self,
+        init_logit_scale: float = 10.0,
+        init_logit_bias: float = -10.0,
+        learnable: bool = True,
+        block_size: int | None = None,
+    ) -> None:
         super().__init__()
+        self.block_size = block_size
         if not (math.isfinite(init_logit_scale) and init_logit_scale > 0):
             raise ValueError(f"init_logit_scale must be a finite number > 0, got {init_logit_scale}")
         log_scale, bias = torch.tensor(math.log(init_logit_scale)), torch.tensor(float(init_logit_bias))
@@ -223,22 +263,29 @@ class SigLIPLoss(nn.Module):
             self.register_buffer("logit_bias", bias)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.siglip_loss(z_a, z_b, logit_scale=self.log_logit_scale.exp(), logit_bias=self.logit_bias)
+        return CF.siglip_loss(
+            z_a, z_b, logit_scale=self.log_logit_scale.exp(), logit_bias=self.logit_bias, block_size=self.block_size
+        )
 
 
 @register_loss("supcon", inputs=("z", "labels"), paper="Khosla et al. (SupCon), NeurIPS 2020, Eq. 2")
 class SupConLoss(nn.Module):
     """Module form of :func:`contrasphere.functional.supcon`."""
 
-    def __init__(self, temperature: float = 0.1, base_temperature: float | None = None) -> None:
+    def __init__(
+        self, temperature: float = 0.1, base_temperature: float | None = None, block_size: int | None = None
+    ) -> None:
         super().__init__()
+        self.block_size = block_size
         self.temperature = check.positive(temperature, "temperature")
         self.base_temperature = (
             None if base_temperature is None else check.positive(base_temperature, "base_temperature")
         )
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
-        return CF.supcon(z, labels, temperature=self.temperature, base_temperature=self.base_temperature)
+        return CF.supcon(
+            z, labels, temperature=self.temperature, base_temperature=self.base_temperature, block_size=self.block_size
+        )
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature", "base_temperature"))
@@ -248,12 +295,13 @@ class SupConLoss(nn.Module):
 class DCLLoss(nn.Module):
     """Module form of :func:`contrasphere.functional.dcl`."""
 
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(self, temperature: float = 0.1, block_size: int | None = None) -> None:
         super().__init__()
+        self.block_size = block_size
         self.temperature = check.positive(temperature, "temperature")
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.dcl(z_a, z_b, temperature=self.temperature)
+        return CF.dcl(z_a, z_b, temperature=self.temperature, block_size=self.block_size)
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature",))
@@ -263,12 +311,13 @@ class DCLLoss(nn.Module):
 class DCLWLoss(nn.Module):
     """Module form of :func:`contrasphere.functional.dclw`."""
 
-    def __init__(self, temperature: float = 0.1, sigma: float = 0.5) -> None:
+    def __init__(self, temperature: float = 0.1, sigma: float = 0.5, block_size: int | None = None) -> None:
         super().__init__()
+        self.block_size = block_size
         self.temperature, self.sigma = check.positive(temperature, "temperature"), check.positive(sigma, "sigma")
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.dclw(z_a, z_b, temperature=self.temperature, sigma=self.sigma)
+        return CF.dclw(z_a, z_b, temperature=self.temperature, sigma=self.sigma, block_size=self.block_size)
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature", "sigma"))

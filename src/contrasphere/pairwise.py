@@ -27,7 +27,7 @@ from torch import Tensor
 DENSE_MAX_PAIRS = 1 << 22  # above ~4M pairs (a 2048 x 2048 matrix) the tiled path is used
 ROW_BLOCK = 256
 TILE_PAIRS = 1 << 21  # a tile holds at most this many scores (8 MB in float32)
-SYM_BLOCK = 512  # side of the square tiles of the symmetric reduction
+SYM_BLOCK = 1024  # side of the square tiles of the symmetric and row-and-column reductions
 
 
 def sq_dists(x: Tensor, y: Tensor) -> Tensor:

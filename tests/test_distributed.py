@@ -1,0 +1,138 @@
+"""Distributed parity: 2 CPU processes (gloo) with uneven batches give the single-process loss and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+import contrasphere
+from contrasphere.distributed import GatherLoss, all_gather_with_grad
+from contrasphere.gradcache import grad_cache_backward
+from contrasphere.losses import loss_spec
+
+SIZES = [5, 8]  # rows per rank: uneven on purpose
+D_IN, D_OUT = 6, 4
+CASES = [(name, None) for name in contrasphere.list_losses()] + [("nt_xent", 4), ("clip", 3), ("supcon", 5)]
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    n = sum(SIZES)
+    x_a = torch.randn(n, D_IN, generator=g, dtype=torch.float64)
+    x_b = x_a + 0.3 * torch.randn(n, D_IN, generator=g, dtype=torch.float64)
+    return x_a, x_b, torch.arange(n) % 3
+
+
+def _model():
+    torch.manual_seed(1)
+    return torch.nn.Linear(D_IN, D_OUT, dtype=torch.float64)
+
+
+def _loss(name, block):
+    return contrasphere.create_loss(name, **({} if block is None else {"block_size": block})).double()
+
+
+def _loss_inputs(name, z_a, z_b, labels):
+    by_role = {"z_a": z_a, "z_b": z_b, "z": torch.cat([z_a, z_b]), "labels": labels.repeat(2)}
+    return {role: by_role[role] for role in loss_spec(name).inputs}
+
+
+def _step(model, loss_fn, name, x_a, x_b, labels):
+    n = x_a.shape[0]
+    z = F.normalize(model(torch.cat([x_a, x_b])), dim=1)  # one forward: DDP wants one per backward
+    loss = loss_fn(**_loss_inputs(name, z[:n], z[n:], labels))
+    loss.backward()
+    return loss.detach()
+
+
+def _result(model, loss_module, loss):
+    grads = [p.grad.clone() for p in model.parameters()] + [p.grad.clone() for p in loss_module.parameters()]
+    return {"loss": loss.item(), "grads": grads}
+
+
+def _worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    x_a, x_b, labels = _data()
+    start = sum(SIZES[:rank])
+    mine = slice(start, start + SIZES[rank])
+    results = {}
+    for name, block in CASES:
+        model = DistributedDataParallel(_model())
+        loss_module = _loss(name, block)
+        loss = _step(model, GatherLoss(loss_module), name, x_a[mine], x_b[mine], labels[mine])
+        results[(name, block)] = _result(model.module, loss_module, loss)
+    # gradient caching under DDP: chunks of 3 rows on each rank
+    model = DistributedDataParallel(_model())
+    loss_fn = GatherLoss(contrasphere.create_loss("nt_xent").double())
+    loss = grad_cache_backward(model, loss_fn, (x_a[mine], x_b[mine]), chunk_size=3, embed=_embed_pair)
+    results[("gradcache", None)] = _result(model.module, torch.nn.Module(), loss)
+    # the raw gather: rows in rank order, offset of this rank's rows
+    z = x_a[mine].clone().requires_grad_()
+    z_all, offset = all_gather_with_grad(z)
+    (z_all * torch.arange(z_all.shape[0], dtype=z_all.dtype)[:, None]).sum().backward()
+    results["gather"] = {"z_all": z_all.detach(), "offset": offset, "grad": z.grad}
+    torch.save(results, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _embed_pair(model, x_a, x_b):
+    n = x_a.shape[0]
+    z = F.normalize(model(torch.cat([x_a, x_b])), dim=1)
+    return {"z_a": z[:n], "z_b": z[n:]}
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    mp.spawn(_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{n}-block{b}" for n, b in CASES])
+def test_two_processes_match_one(ranks, case):
+    name, block = case
+    x_a, x_b, labels = _data()
+    model = _model()
+    loss_module = _loss(name, block)
+    single = _result(model, loss_module, _step(model, loss_module, name, x_a, x_b, labels))
+    for r in ranks:
+        got = r[case]
+        assert got["loss"] == pytest.approx(single["loss"], rel=1e-12)
+        for g, want in zip(got["grads"], single["grads"]):
+            torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
+
+
+def test_gradient_caching_under_ddp_matches_one_process(ranks):
+    x_a, x_b, labels = _data()
+    model = _model()
+    loss_module = contrasphere.create_loss("nt_xent").double()
+    single = _result(model, loss_module, _step(model, loss_module, "nt_xent", x_a, x_b, labels))
+    for r in ranks:
+        assert r[("gradcache", None)]["loss"] == pytest.approx(single["loss"], rel=1e-12)
+        for g, want in zip(r[("gradcache", None)]["grads"], single["grads"]):
+            torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
+
+
+def test_all_gather_keeps_order_offsets_and_sums_gradients(ranks):
+    x_a, _, _ = _data()
+    for r, result in enumerate(ranks):
+        gathered = result["gather"]
+        torch.testing.assert_close(gathered["z_all"], x_a)
+        assert gathered["offset"] == sum(SIZES[:r])
+        # loss = sum_i i * z_i on both ranks: each rank's rows get the sum of both ranks' gradients, 2 * i
+        rows = torch.arange(gathered["offset"], gathered["offset"] + SIZES[r], dtype=torch.float64)
+        torch.testing.assert_close(gathered["grad"], 2 * rows[:, None].expand(-1, D_IN))
+
+
+def test_without_a_process_group_gathering_is_the_identity():
+    z = torch.randn(3, 2, requires_grad=True)
+    z_all, offset = all_gather_with_grad(z)
+    assert z_all is z and offset == 0
+    loss = contrasphere.create_loss("nt_xent")
+    assert torch.equal(GatherLoss(loss)(z_a=z, z_b=z), loss(z_a=z, z_b=z))
+    with pytest.raises(TypeError, match="not a registered loss"):
+        GatherLoss(torch.nn.MSELoss())
