@@ -21,3 +21,12 @@ def near(z: torch.Tensor, noise: float, *, seed: int = 1) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def make_loss(name: str, dim: int, **kwargs):
+    """``create_loss`` with what a loss needs to know of the embeddings (SwAV's prototypes have a dimension)."""
+    import contrasphere
+
+    if name == "swav":
+        kwargs = {"dim": dim, "num_prototypes": 10, **kwargs}
+    return contrasphere.create_loss(name, **kwargs)

@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import make_loss
 from torch.nn.parallel import DistributedDataParallel
 
 import contrasphere
@@ -33,11 +34,23 @@ def _model():
 
 
 def _loss(name, block):
-    return contrasphere.create_loss(name, **({} if block is None else {"block_size": block})).double()
+    torch.manual_seed(2)  # SwAV's prototypes
+    return make_loss(name, D_OUT, **({} if block is None else {"block_size": block})).double()
 
 
 def _loss_inputs(name, z_a, z_b, labels):
-    by_role = {"z_a": z_a, "z_b": z_b, "z": torch.cat([z_a, z_b]), "labels": labels.repeat(2)}
+    queue = F.normalize(torch.linspace(-1, 1, 7 * D_OUT, dtype=torch.float64).reshape(7, D_OUT).sin(), dim=1)
+    by_role = {
+        "z_a": z_a,
+        "z_b": z_b,
+        "z": torch.cat([z_a, z_b]),
+        "labels": labels.repeat(2),
+        "q": z_a,
+        "k": z_b,
+        "queue": queue,
+        "views": torch.stack([z_a, z_b, z_a.flip(1)]),
+        "modalities": torch.stack([z_a, z_b, z_a.flip(1)]),
+    }
     return {role: by_role[role] for role in loss_spec(name).inputs}
 
 

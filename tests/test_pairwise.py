@@ -122,6 +122,14 @@ LOSSES = {
     "supcon": lambda a, b, bs: CF.supcon(torch.cat([a, b]), _labels(2 * a.shape[0]), block_size=bs),
     "dcl": lambda a, b, bs: CF.dcl(a, b, block_size=bs),
     "dclw": lambda a, b, bs: CF.dclw(a, b, block_size=bs),
+    "debiased": lambda a, b, bs: CF.debiased_nt_xent(a, b, temperature=0.3, block_size=bs),
+    "hard_negative": lambda a, b, bs: CF.hard_negative_nt_xent(a, b, temperature=0.3, beta=0.7, block_size=bs),
+    "cmc": lambda a, b, bs: CF.cmc(torch.stack([a, b, a.flip(1)]), block_size=bs),
+    "symile": lambda a, b, bs: CF.symile([a, b, b.flip(1)], logit_scale=3.0, block_size=bs),
+    "margin_info_nce": lambda a, b, bs: CF.margin_info_nce(a, b, kind="angular", temperature=0.2, block_size=bs),
+    "cwcl": lambda a, b, bs: CF.cwcl(a, b, block_size=bs),
+    "moco": lambda a, b, bs: CF.moco_info_nce(a, b, b.detach().flip(0) * 0.9, block_size=bs),
+    "align_uniform_queue": lambda a, b, bs: CF.align_uniform_queue(a, b, b.detach().flip(0), block_size=bs),
 }
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import near, sphere
+import torch.nn.functional as F
+from conftest import make_loss, near, sphere
 
 import contrasphere
 from contrasphere import functional as CF
@@ -14,34 +15,39 @@ from contrasphere.losses import loss_spec
 def inputs_for(name: str, dtype: torch.dtype, *, n: int = 24, d: int = 16) -> dict[str, torch.Tensor]:
     z_a = sphere(n, d, seed=21, dtype=torch.float64)
     z_b = near(z_a, 0.5)
-    by_role = {"z_a": z_a, "z_b": z_b, "z": torch.cat([z_a, z_b]), "labels": torch.arange(2 * n) % (n // 3)}
+    by_role = {
+        "z_a": z_a,
+        "z_b": z_b,
+        "z": torch.cat([z_a, z_b]),
+        "labels": torch.arange(2 * n) % (n // 3),
+        "q": z_a,
+        "k": z_b,
+        "queue": sphere(3 * n, d, seed=22, dtype=torch.float64),
+        "views": torch.stack([z_a, z_b, near(z_a, 0.7, seed=23)]),
+        "modalities": torch.stack([z_a, z_b, near(z_a, 0.7, seed=23)]),
+    }
+    spec = loss_spec(name)
+    differentiable = [role for role in spec.inputs if by_role[role].is_floating_point() and role not in spec.shared]
     return {
-        role: by_role[role].to(dtype).requires_grad_() if by_role[role].is_floating_point() else by_role[role]
-        for role in loss_spec(name).inputs
+        role: by_role[role].to(dtype).requires_grad_(role in differentiable) if role != "labels" else by_role[role]
+        for role in spec.inputs
     }
 
 
 ALL = contrasphere.list_losses()
+# Barlow Twins standardises each coordinate, SwAV compares with fixed prototypes, Symile multiplies coordinates:
+# a rotation of the embedding space changes them, by design
+COORDINATE_WISE = {"barlow_twins", "swav", "symile"}
 
 
 def test_the_registry_holds_the_core_objectives():
-    assert {
-        "alignment",
-        "uniformity",
-        "align_uniform",
-        "info_nce",
-        "nt_xent",
-        "clip",
-        "siglip",
-        "supcon",
-        "dcl",
-        "dclw",
-    } <= set(ALL)
+    core = {"alignment", "uniformity", "align_uniform", "info_nce", "nt_xent", "clip", "siglip", "supcon", "dcl"}
+    assert core | {"dclw", "debiased", "hard_negative", "moco", "align_uniform_queue"} <= set(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_loss_is_finite_differentiable_and_invariant(name):
-    loss_fn = contrasphere.create_loss(name).double()
+    loss_fn = make_loss(name, 16).double()
     kw = inputs_for(name, torch.float64)
     value = loss_fn(**kw)
     assert value.ndim == 0 and torch.isfinite(value)
@@ -49,19 +55,21 @@ def test_every_loss_is_finite_differentiable_and_invariant(name):
     grads = torch.autograd.grad(value, tensors)
     assert all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
-    # invariances shared by every objective here: a rotation of the space and a permutation of the batch
+    # invariances: a permutation of the batch, and (but for objectives that act on single coordinates) a rotation
     rot, _ = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))
     perm = torch.randperm(next(iter(kw.values())).shape[0])
     rotated = {k: (v.detach() @ rot if v.is_floating_point() else v) for k, v in kw.items()}
-    permuted = {k: v.detach()[perm] for k, v in kw.items()}
-    torch.testing.assert_close(loss_fn(**rotated), value.detach(), rtol=1e-9, atol=1e-9)
+    shared = loss_spec(name).shared  # a queue is not part of the batch: it stays as it is
+    permuted = {k: v.detach() if k in shared else v.detach()[perm] for k, v in kw.items()}
+    if name not in COORDINATE_WISE:
+        torch.testing.assert_close(loss_fn(**rotated), value.detach(), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(loss_fn(**permuted), value.detach(), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_every_loss_is_stable_in_half_precision(name, dtype):
-    loss_fn = contrasphere.create_loss(name)
+    loss_fn = make_loss(name, 16)
     low = inputs_for(name, dtype)
     value = loss_fn(**low)
     assert value.dtype == torch.float32 and torch.isfinite(value)
@@ -73,22 +81,51 @@ def test_every_loss_is_stable_in_half_precision(name, dtype):
 
 
 MODULE_VS_FUNCTION = {
-    "alignment": ({"alpha": 1.5}, lambda kw: CF.alignment(kw["z_a"], kw["z_b"], alpha=1.5)),
-    "uniformity": ({"t": 3.0}, lambda kw: CF.uniformity(kw["z"], t=3.0)),
+    "alignment": ({"alpha": 1.5}, lambda kw, m: CF.alignment(kw["z_a"], kw["z_b"], alpha=1.5)),
+    "uniformity": ({"t": 3.0}, lambda kw, m: CF.uniformity(kw["z"], t=3.0)),
     "align_uniform": (
         {"align_weight": 2.0, "uniform_weight": 0.5, "alpha": 1.0, "t": 1.0},
-        lambda kw: CF.align_uniform(kw["z_a"], kw["z_b"], align_weight=2.0, uniform_weight=0.5, alpha=1.0, t=1.0),
+        lambda kw, m: CF.align_uniform(kw["z_a"], kw["z_b"], align_weight=2.0, uniform_weight=0.5, alpha=1.0, t=1.0),
     ),
-    "info_nce": ({"temperature": 0.3}, lambda kw: CF.info_nce(kw["z_a"], kw["z_b"], temperature=0.3)),
-    "nt_xent": ({"temperature": 0.3}, lambda kw: CF.nt_xent(kw["z_a"], kw["z_b"], temperature=0.3)),
-    "clip": ({"init_temperature": 0.05}, lambda kw: CF.clip_loss(kw["z_a"], kw["z_b"], logit_scale=20.0)),
+    "info_nce": ({"temperature": 0.3}, lambda kw, m: CF.info_nce(kw["z_a"], kw["z_b"], temperature=0.3)),
+    "nt_xent": ({"temperature": 0.3}, lambda kw, m: CF.nt_xent(kw["z_a"], kw["z_b"], temperature=0.3)),
+    "clip": ({"init_temperature": 0.05}, lambda kw, m: CF.clip_loss(kw["z_a"], kw["z_b"], logit_scale=20.0)),
     "siglip": (
         {"init_logit_scale": 5.0, "init_logit_bias": -2.0},
-        lambda kw: CF.siglip_loss(kw["z_a"], kw["z_b"], logit_scale=5.0, logit_bias=-2.0),
+        lambda kw, m: CF.siglip_loss(kw["z_a"], kw["z_b"], logit_scale=5.0, logit_bias=-2.0),
     ),
-    "supcon": ({"temperature": 0.2}, lambda kw: CF.supcon(kw["z"], kw["labels"], temperature=0.2)),
-    "dcl": ({"temperature": 0.2}, lambda kw: CF.dcl(kw["z_a"], kw["z_b"], temperature=0.2)),
-    "dclw": ({"temperature": 0.2, "sigma": 0.3}, lambda kw: CF.dclw(kw["z_a"], kw["z_b"], temperature=0.2, sigma=0.3)),
+    "supcon": ({"temperature": 0.2}, lambda kw, m: CF.supcon(kw["z"], kw["labels"], temperature=0.2)),
+    "dcl": ({"temperature": 0.2}, lambda kw, m: CF.dcl(kw["z_a"], kw["z_b"], temperature=0.2)),
+    "dclw": (
+        {"temperature": 0.2, "sigma": 0.3},
+        lambda kw, m: CF.dclw(kw["z_a"], kw["z_b"], temperature=0.2, sigma=0.3),
+    ),
+    "debiased": (
+        {"temperature": 0.3, "tau_plus": 0.2},
+        lambda kw, m: CF.debiased_nt_xent(kw["z_a"], kw["z_b"], temperature=0.3, tau_plus=0.2),
+    ),
+    "hard_negative": (
+        {"temperature": 0.3, "tau_plus": 0.2, "beta": 0.5},
+        lambda kw, m: CF.hard_negative_nt_xent(kw["z_a"], kw["z_b"], temperature=0.3, tau_plus=0.2, beta=0.5),
+    ),
+    "moco": ({"temperature": 0.1}, lambda kw, m: CF.moco_info_nce(kw["q"], kw["k"], kw["queue"], temperature=0.1)),
+    "align_uniform_queue": (
+        {"align_weight": 2.0, "t": 2.0, "intra_batch": False},
+        lambda kw, m: CF.align_uniform_queue(kw["q"], kw["k"], kw["queue"], align_weight=2.0, t=2.0, intra_batch=False),
+    ),
+    "barlow_twins": ({"lambd": 0.01}, lambda kw, m: CF.barlow_twins(kw["z_a"], kw["z_b"], lambd=0.01)),
+    "spectral": ({"mu": 0.5}, lambda kw, m: CF.spectral_contrastive(kw["z_a"], kw["z_b"], mu=0.5)),
+    "swav": (
+        {"dim": 16, "num_prototypes": 12, "temperature": 0.2},
+        lambda kw, m: CF.swav(kw["z_a"], kw["z_b"], F.normalize(m.prototypes, dim=1), temperature=0.2),
+    ),
+    "cmc": ({"temperature": 0.2}, lambda kw, m: CF.cmc(kw["views"], temperature=0.2)),
+    "symile": ({"init_temperature": 0.1}, lambda kw, m: CF.symile(kw["modalities"], logit_scale=10.0)),
+    "margin_info_nce": (
+        {"temperature": 0.1, "margin": 0.2, "kind": "angular"},
+        lambda kw, m: CF.margin_info_nce(kw["z_a"], kw["z_b"], temperature=0.1, margin=0.2, kind="angular"),
+    ),
+    "cwcl": ({"temperature": 0.2}, lambda kw, m: CF.cwcl(kw["z_a"], kw["z_b"], temperature=0.2)),
 }
 
 
@@ -98,7 +135,7 @@ def test_module_equals_function(name):
     hyper, fn = MODULE_VS_FUNCTION[name]
     kw = inputs_for(name, torch.float64)
     module = contrasphere.create_loss(name, **hyper).double()
-    torch.testing.assert_close(module(**kw), fn(kw))
+    torch.testing.assert_close(module(**kw), fn(kw, module))
 
 
 def test_clip_scale_is_clamped_and_can_be_frozen():

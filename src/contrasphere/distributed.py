@@ -110,8 +110,11 @@ class GatherLoss(nn.Module):
         self.spec = spec or loss_spec_of(loss)
 
     def forward(self, **inputs: Tensor) -> Tensor:
-        gathered = {
-            name: all_gather_with_grad(value)[0] if name in self.spec.inputs else value
-            for name, value in inputs.items()
-        }
-        return self.loss(**gathered)
+        return self.loss(**{name: self._gather(name, value) for name, value in inputs.items()})
+
+    def _gather(self, name: str, value: Tensor) -> Tensor:
+        if name not in self.spec.inputs or name in self.spec.shared:
+            return value
+        if name in self.spec.stacked:  # (V, N, D): gather the samples, dimension 1
+            return all_gather_with_grad(value.transpose(0, 1))[0].transpose(0, 1)
+        return all_gather_with_grad(value)[0]

@@ -36,18 +36,27 @@ class LossSpec:
     cls: type[nn.Module]
     inputs: tuple[str, ...]  # the forward arguments, named like model outputs
     paper: str
+    shared: tuple[str, ...] = ()  # inputs that are the same on every rank (a queue): not gathered
+    stacked: tuple[str, ...] = ()  # inputs shaped (V, N, D): several views of the batch, samples along dim 1
 
 
 _REGISTRY: dict[str, LossSpec] = {}
 
 
-def register_loss(name: str, *, inputs: tuple[str, ...], paper: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator that adds a loss module to the registry under ``name``."""
+def register_loss(
+    name: str, *, inputs: tuple[str, ...], paper: str, shared: tuple[str, ...] = (), stacked: tuple[str, ...] = ()
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator that adds a loss module to the registry under ``name``.
+
+    ``inputs`` names the forward arguments; ``shared`` those among them that every rank holds whole (a MoCo
+    queue), which distributed training must not gather; ``stacked`` those shaped ``(V, N, D)`` (views or
+    modalities), whose samples run along dimension 1.
+    """
 
     def add(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"a loss named {name!r} is registered already ({_REGISTRY[name].cls.__name__})")
-        _REGISTRY[name] = LossSpec(name=name, cls=cls, inputs=inputs, paper=paper)
+        _REGISTRY[name] = LossSpec(name=name, cls=cls, inputs=inputs, paper=paper, shared=shared, stacked=stacked)
         return cls
 
     return add
@@ -321,3 +330,256 @@ class DCLWLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature", "sigma"))
+
+
+@register_loss("debiased", inputs=("z_a", "z_b"), paper="Chuang et al. (debiased), NeurIPS 2020, Eq. 7")
+class DebiasedNTXentLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.debiased_nt_xent`."""
+
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, block_size: int | None = None) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.temperature = check.positive(temperature, "temperature")
+        self.tau_plus = check.non_negative(tau_plus, "tau_plus")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.debiased_nt_xent(
+            z_a, z_b, temperature=self.temperature, tau_plus=self.tau_plus, block_size=self.block_size
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "tau_plus"))
+
+
+@register_loss("hard_negative", inputs=("z_a", "z_b"), paper="Robinson et al. (HCL), ICLR 2021, Eq. 5")
+class HardNegativeNTXentLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.hard_negative_nt_xent`."""
+
+    def __init__(
+        self, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0, block_size: int | None = None
+    ) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.temperature = check.positive(temperature, "temperature")
+        self.tau_plus = check.non_negative(tau_plus, "tau_plus")
+        self.beta = check.non_negative(beta, "beta")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.hard_negative_nt_xent(
+            z_a, z_b, temperature=self.temperature, tau_plus=self.tau_plus, beta=self.beta, block_size=self.block_size
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "tau_plus", "beta"))
+
+
+@register_loss("moco", inputs=("q", "k", "queue"), paper="He et al. (MoCo), CVPR 2020, Eq. 1", shared=("queue",))
+class MoCoLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.moco_info_nce`; the queue is :class:`contrasphere.moco.KeyQueue`."""
+
+    def __init__(self, temperature: float = 0.2, block_size: int | None = None) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.temperature = check.positive(temperature, "temperature")
+
+    def forward(self, q: Tensor, k: Tensor, queue: Tensor) -> Tensor:
+        return CF.moco_info_nce(q, k, queue, temperature=self.temperature, block_size=self.block_size)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature",))
+
+
+@register_loss(
+    "align_uniform_queue", inputs=("q", "k", "queue"), paper="Wang & Isola, ICML 2020, ImageNet code", shared=("queue",)
+)
+class AlignUniformQueueLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.align_uniform_queue` (the paper's MoCo-based objective)."""
+
+    def __init__(
+        self,
+        align_weight: float = 3.0,
+        uniform_weight: float = 1.0,
+        alpha: float = 2.0,
+        t: float = 3.0,
+        intra_batch: bool = True,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.align_weight = check.non_negative(align_weight, "align_weight")
+        self.uniform_weight = check.non_negative(uniform_weight, "uniform_weight")
+        self.alpha, self.t = check.positive(alpha, "alpha"), check.positive(t, "t")
+        self.intra_batch = bool(intra_batch)
+
+    def forward(self, q: Tensor, k: Tensor, queue: Tensor) -> Tensor:
+        return CF.align_uniform_queue(
+            q,
+            k,
+            queue,
+            align_weight=self.align_weight,
+            uniform_weight=self.uniform_weight,
+            alpha=self.alpha,
+            t=self.t,
+            intra_batch=self.intra_batch,
+            block_size=self.block_size,
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("align_weight", "uniform_weight", "alpha", "t", "intra_batch"))
+
+
+@register_loss("barlow_twins", inputs=("z_a", "z_b"), paper="Zbontar et al. (Barlow Twins), ICML 2021, Eq. 1")
+class BarlowTwinsLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.barlow_twins`."""
+
+    def __init__(self, lambd: float = 0.0051, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.lambd, self.eps = check.positive(lambd, "lambd"), check.positive(eps, "eps")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.barlow_twins(z_a, z_b, lambd=self.lambd, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("lambd",))
+
+
+@register_loss("spectral", inputs=("z_a", "z_b"), paper="HaoChen et al. (spectral), NeurIPS 2021, Eq. 5")
+class SpectralContrastiveLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.spectral_contrastive`."""
+
+    def __init__(self, mu: float | None = 1.0) -> None:
+        super().__init__()
+        self.mu = None if mu is None else check.positive(mu, "mu")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.spectral_contrastive(z_a, z_b, mu=self.mu)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("mu",))
+
+
+@register_loss("swav", inputs=("z_a", "z_b"), paper="Caron et al. (SwAV), NeurIPS 2020, Eq. 1-3")
+class SwAVLoss(nn.Module):
+    """SwAV with its learnable prototypes, re-normalised onto the sphere before every forward as the SwAV code does.
+
+    Args:
+        dim: embedding dimension; num_prototypes: ``K`` (3000 for ImageNet in the paper; fewer for small data).
+        temperature, epsilon, sinkhorn_iterations: as :func:`contrasphere.functional.swav`.
+    """
+
+    def __init__(
+        self,
+        dim: int = 128,
+        num_prototypes: int = 3000,
+        temperature: float = 0.1,
+        epsilon: float = 0.05,
+        sinkhorn_iterations: int = 3,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_prototypes, bool) or not isinstance(num_prototypes, int) or num_prototypes < 2:
+            raise ValueError(f"num_prototypes must be an integer >= 2, got {num_prototypes!r}")
+        self.prototypes = nn.Parameter(torch.nn.functional.normalize(torch.randn(num_prototypes, dim), dim=1))
+        self.temperature = check.positive(temperature, "temperature")
+        self.epsilon = check.positive(epsilon, "epsilon")
+        self.sinkhorn_iterations = sinkhorn_iterations
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        with torch.no_grad():  # only after an optimiser step moved them: a second forward must not alter the graph
+            norms = self.prototypes.norm(dim=1)
+            if not torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
+                self.prototypes.copy_(torch.nn.functional.normalize(self.prototypes, dim=1))
+        return CF.swav(
+            z_a,
+            z_b,
+            self.prototypes,
+            temperature=self.temperature,
+            epsilon=self.epsilon,
+            sinkhorn_iterations=self.sinkhorn_iterations,
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "epsilon", "sinkhorn_iterations"))
+
+
+@register_loss("cmc", inputs=("views",), paper="Tian et al. (CMC), ECCV 2020, Eq. 6", stacked=("views",))
+class CMCLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.cmc` (full graph over ``V`` views)."""
+
+    def __init__(self, temperature: float = 0.07, block_size: int | None = None) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.temperature = check.positive(temperature, "temperature")
+
+    def forward(self, views: Tensor) -> Tensor:
+        return CF.cmc(views, temperature=self.temperature, block_size=self.block_size)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature",))
+
+
+@register_loss(
+    "symile", inputs=("modalities",), paper="Saporta et al. (Symile), NeurIPS 2024, Eq. 5", stacked=("modalities",)
+)
+class SymileLoss(nn.Module):
+    """Symile with a learnable logit scale, initialised and clamped as CLIP's (see :class:`CLIPLoss`)."""
+
+    def __init__(self, init_temperature: float = 0.07, max_logit_scale: float = 100.0, block_size: int | None = None):
+        super().__init__()
+        self.block_size = block_size
+        temperature = check.positive(init_temperature, "init_temperature")
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        self.max_logit_scale = check.positive(max_logit_scale, "max_logit_scale")
+
+    def forward(self, modalities: Tensor) -> Tensor:
+        scale = self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
+        return CF.symile(modalities, logit_scale=scale, block_size=self.block_size)
+
+
+@register_loss("margin_info_nce", inputs=("z_a", "z_b"), paper="Lepage & Dehak, Interspeech 2023, Eq. 3-4")
+class MarginInfoNCELoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.margin_info_nce` (additive or additive-angular margin)."""
+
+    def __init__(
+        self,
+        temperature: float = 1 / 30,
+        margin: float = 0.1,
+        kind: str = "additive",
+        symmetric: bool = True,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if kind not in ("additive", "angular"):
+            raise ValueError(f"kind must be 'additive' or 'angular', got {kind!r}")
+        self.block_size, self.kind, self.symmetric = block_size, kind, bool(symmetric)
+        self.temperature = check.positive(temperature, "temperature")
+        self.margin = check.non_negative(margin, "margin")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.margin_info_nce(
+            z_a,
+            z_b,
+            temperature=self.temperature,
+            margin=self.margin,
+            kind=self.kind,  # type: ignore[arg-type]
+            symmetric=self.symmetric,
+            block_size=self.block_size,
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "margin", "kind", "symmetric"))
+
+
+@register_loss("cwcl", inputs=("z_a", "z_b"), paper="Srinivasa et al. (CWCL), NeurIPS 2023, Eq. 3")
+class CWCLLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.cwcl`; ``forward`` also takes the reference ``z_ref``."""
+
+    def __init__(self, temperature: float = 0.07, block_size: int | None = None) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.temperature = check.positive(temperature, "temperature")
+
+    def forward(self, z_a: Tensor, z_b: Tensor, z_ref: Tensor | None = None) -> Tensor:
+        return CF.cwcl(z_a, z_b, temperature=self.temperature, z_ref=z_ref, block_size=self.block_size)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature",))

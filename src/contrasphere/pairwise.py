@@ -78,6 +78,7 @@ def row_logsumexp(
     scale: Tensor | float = 1.0,
     col_bias: Tensor | None = None,
     exclude_diagonal: bool = False,
+    exclude_offsets: tuple[int, ...] = (),
     block_size: int | None = None,
 ) -> Tensor:
     r""":math:`\mathrm{lse}_i = \log \sum_j e^{\sigma \langle a_i, b_j\rangle + c_j}` for every row ``i``, ``(N,)``.
@@ -87,35 +88,46 @@ def row_logsumexp(
         scale: :math:`\sigma`, a float or a 0-dim tensor (learnable scales get their gradient).
         col_bias: :math:`c`, ``(M,)`` or None.
         exclude_diagonal: leave out the pairs ``j == i`` (``a`` and ``b`` index the same set).
+        exclude_offsets: also leave out the pairs ``j == i + k`` for each ``k`` (e.g. a positive partner).
         block_size: None (automatic), 0 (dense) or the row count of a tile.
 
     Returns the log-sum-exps in float32 (float64 for float64 input), differentiable in ``a``, ``b``, ``scale`` and
     ``col_bias``. A row whose every pair is excluded gets ``-inf``.
     """
+    excluded = _excluded(exclude_diagonal, exclude_offsets)
     if not use_tiles(a.shape[0], b.shape[0], block_size):
-        return _row_logsumexp_dense(a, b, scale, col_bias, exclude_diagonal)
+        return _row_logsumexp_dense(a, b, scale, col_bias, excluded)
     rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
     scale_t = _as_scale(scale, a)
-    return _RowLogSumExp.apply(a, b, scale_t, col_bias, exclude_diagonal, rows, cols)
+    return _RowLogSumExp.apply(a, b, scale_t, col_bias, excluded, rows, cols)
+
+
+def _excluded(exclude_diagonal: bool, offsets: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted({0, *offsets} if exclude_diagonal else set(offsets)))
+
+
+def _offset_mask(n: int, m: int, excluded: tuple[int, ...], device: torch.device) -> Tensor:
+    """``(n, m)`` booleans, true where ``j - i`` is one of the excluded offsets."""
+    diff = torch.arange(m, device=device)[None, :] - torch.arange(n, device=device)[:, None]
+    return torch.isin(diff, torch.tensor(excluded, dtype=diff.dtype, device=device))
 
 
 def _row_logsumexp_dense(
-    a: Tensor, b: Tensor, scale: Tensor | float, col_bias: Tensor | None, exclude_diagonal: bool
+    a: Tensor, b: Tensor, scale: Tensor | float, col_bias: Tensor | None, excluded: tuple[int, ...]
 ) -> Tensor:
     dtype = acc_dtype(a)
     scores = (a.to(dtype) @ b.to(dtype).T) * scale
     if col_bias is not None:
         scores = scores + col_bias.to(dtype)
-    if exclude_diagonal:
-        eye = torch.eye(a.shape[0], b.shape[0], dtype=torch.bool, device=a.device)
-        scores = scores.masked_fill(eye, -math.inf)
+    if excluded:
+        scores = scores.masked_fill(_offset_mask(a.shape[0], b.shape[0], excluded, a.device), -math.inf)
     return torch.logsumexp(scores, dim=1)
 
 
 def _tile_scores(
-    out: Tensor, a_r: Tensor, b_c: Tensor, scale: Tensor, bias_c: Tensor | None, diag_offset: int | None
+    out: Tensor, a_r: Tensor, b_c: Tensor, scale: Tensor, bias_c: Tensor | None, diagonals: tuple[int, ...]
 ) -> Tensor:
-    """Scores of one tile into ``out`` (float32/64): ``scale * a_r @ b_c.T + bias_c``, diagonal masked if given."""
+    """Scores of one tile into ``out`` (float32/64): ``scale * a_r @ b_c.T + bias_c``, given diagonals masked."""
     if a_r.dtype == out.dtype:
         torch.mm(a_r, b_c.T, out=out)
     else:
@@ -123,21 +135,20 @@ def _tile_scores(
     out.mul_(scale)
     if bias_c is not None:
         out.add_(bias_c)
-    if diag_offset is not None:
-        out.diagonal(diag_offset).fill_(-math.inf)
+    for offset in diagonals:
+        out.diagonal(offset).fill_(-math.inf)
     return out
 
 
-def _diag(r0: int, r1: int, c0: int, c1: int, exclude: bool) -> int | None:
-    """The diagonal offset of tile rows r0:r1 x cols c0:c1 that holds the global pairs i == j, if it meets them."""
-    if not exclude or r1 <= c0 or c1 <= r0:
-        return None
-    return r0 - c0
+def _diag(r0: int, r1: int, c0: int, c1: int, excluded: tuple[int, ...]) -> tuple[int, ...]:
+    """The diagonals of tile rows r0:r1 x cols c0:c1 that hold excluded global pairs ``j - i == k``."""
+    local = (k + r0 - c0 for k in excluded)
+    return tuple(o for o in local if -(r1 - r0) < o < c1 - c0)
 
 
 class _RowLogSumExp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, scale, col_bias, exclude_diagonal, rows, cols):  # type: ignore[override]
+    def forward(ctx, a, b, scale, col_bias, excluded, rows, cols):  # type: ignore[override]
         acc, mm = acc_dtype(a), _mm_dtype(a)
         a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
         bias = None if col_bias is None else col_bias.detach().to(acc)
@@ -156,7 +167,7 @@ class _RowLogSumExp(torch.autograd.Function):
                     b_mm[c0:c1],
                     scale,
                     None if bias is None else bias[c0:c1],
-                    _diag(r0, r1, c0, c1, exclude_diagonal),
+                    _diag(r0, r1, c0, c1, excluded),
                 )
                 new_max = torch.maximum(run_max, tile.amax(1))
                 safe = torch.where(torch.isinf(new_max), 0.0, new_max)  # rows masked so far: nothing to shift
@@ -164,13 +175,13 @@ class _RowLogSumExp(torch.autograd.Function):
                 run_max = new_max
             lse[r0:r1] = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
         ctx.save_for_backward(a, b, scale, col_bias, lse)
-        ctx.exclude_diagonal, ctx.rows, ctx.cols = exclude_diagonal, rows, cols
+        ctx.excluded, ctx.rows, ctx.cols = excluded, rows, cols
         return lse
 
     @staticmethod
     def backward(ctx, grad_lse):  # type: ignore[override]
         a, b, scale, col_bias, lse = ctx.saved_tensors
-        rows, cols, exclude = ctx.rows, ctx.cols, ctx.exclude_diagonal
+        rows, cols, excluded = ctx.rows, ctx.cols, ctx.excluded
         acc, mm = acc_dtype(a), _mm_dtype(a)
         a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
         bias = None if col_bias is None else col_bias.detach().to(acc)
@@ -192,7 +203,7 @@ class _RowLogSumExp(torch.autograd.Function):
                     b_mm[c0:c1],
                     scale,
                     None if bias is None else bias[c0:c1],
-                    _diag(r0, r1, c0, c1, exclude),
+                    _diag(r0, r1, c0, c1, excluded),
                 )
                 # softmax weights times the incoming gradient: d lse_i / d s_ij = p_ij
                 weights = tile.sub_(finite_lse[r0:r1, None]).exp_().mul_(grad_lse[r0:r1, None])
@@ -238,7 +249,7 @@ class _RowColLogSumExp(torch.autograd.Function):
             i1 = min(i0 + side, n)
             for j0 in range(0, m, side):
                 j1 = min(j0 + side, m)
-                tile = _tile_scores(buf[: i1 - i0, : j1 - j0], a_mm[i0:i1], b_mm[j0:j1], scale, None, None)
+                tile = _tile_scores(buf[: i1 - i0, : j1 - j0], a_mm[i0:i1], b_mm[j0:j1], scale, None, ())
                 copy = spare[: i1 - i0, : j1 - j0]
                 _online_update(
                     stats[0][i0:i1],
@@ -272,7 +283,7 @@ class _RowColLogSumExp(torch.autograd.Function):
             i1 = min(i0 + side, a.shape[0])
             for j0 in range(0, b.shape[0], side):
                 j1 = min(j0 + side, b.shape[0])
-                tile = _tile_scores(buf[: i1 - i0, : j1 - j0], a_mm[i0:i1], b_mm[j0:j1], scale, None, None)
+                tile = _tile_scores(buf[: i1 - i0, : j1 - j0], a_mm[i0:i1], b_mm[j0:j1], scale, None, ())
                 # u_ij = g_i p(j | i) + g'_j p(i | j): the weight of score s_ij in both directions
                 u = torch.sub(tile, lse_rows[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
                 u.exp_().mul_(g_r[i0:i1, None])
@@ -304,6 +315,7 @@ def sym_row_logsumexp(
     scale: Tensor | float = 1.0,
     bias: Tensor | None = None,
     exclude_diagonal: bool = True,
+    exclude_offsets: tuple[int, ...] = (),
     block_size: int | None = None,
 ) -> Tensor:
     r""":math:`\mathrm{lse}_i = \log \sum_j e^{\sigma \langle z_i, z_j\rangle + r_i + r_j}` of one set against itself.
@@ -315,24 +327,31 @@ def sym_row_logsumexp(
     Args:
         z: ``(N, D)``; scale: :math:`\sigma`; bias: :math:`r`, ``(N,)`` or None.
         exclude_diagonal: leave out ``j == i`` (the default: self-pairs are not pairs).
+        exclude_offsets: also leave out ``j == i + k`` for each ``k``; the set must be symmetric (``-k`` with
+            ``k``), e.g. ``(N, -N)`` for the partner views of a ``2N`` batch.
         block_size: None (automatic), 0 (dense) or the side of a square tile.
     """
     n = z.shape[0]
+    excluded = _excluded(exclude_diagonal, exclude_offsets)
+    if any(-k not in excluded for k in excluded):
+        raise ValueError(
+            f"exclude_offsets must be symmetric (k with -k) for a symmetric reduction, got {exclude_offsets}"
+        )
     if not use_tiles(n, n, block_size):
         dtype = acc_dtype(z)
         zz = z.to(dtype)
         scores = (zz @ zz.T) * scale
         if bias is not None:
             scores = scores + bias.to(dtype)[:, None] + bias.to(dtype)[None, :]
-        if exclude_diagonal:
-            scores = scores.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), -math.inf)
+        if excluded:
+            scores = scores.masked_fill(_offset_mask(n, n, excluded, z.device), -math.inf)
         return torch.logsumexp(scores, dim=1)
     side = min(block_size or SYM_BLOCK, n)
-    return _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, exclude_diagonal, side)
+    return _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side)
 
 
-def _sym_tile(out: Tensor, z_i: Tensor, z_j: Tensor, scale: Tensor, r_i, r_j, diagonal: bool, exclude: bool) -> Tensor:
-    _tile_scores(out, z_i, z_j, scale, None, 0 if (diagonal and exclude) else None)
+def _sym_tile(out: Tensor, z_i: Tensor, z_j: Tensor, scale: Tensor, r_i, r_j, diagonals: tuple[int, ...]) -> Tensor:
+    _tile_scores(out, z_i, z_j, scale, None, diagonals)
     if r_i is not None:
         out.add_(r_i[:, None]).add_(r_j[None, :])
     return out
@@ -348,7 +367,7 @@ def _online_update(run_max: Tensor, run_sum: Tensor, tile_max: Tensor, exp_sum) 
 
 class _SymRowLogSumExp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, scale, bias, exclude_diagonal, side):  # type: ignore[override]
+    def forward(ctx, z, scale, bias, excluded, side):  # type: ignore[override]
         acc, mm = acc_dtype(z), _mm_dtype(z)
         z_mm = z.detach().to(mm)
         r = None if bias is None else bias.detach().to(acc)
@@ -368,8 +387,7 @@ class _SymRowLogSumExp(torch.autograd.Function):
                     scale,
                     None if r is None else r[i0:i1],
                     None if r is None else r[j0:j1],
-                    i0 == j0,
-                    exclude_diagonal,
+                    _diag(i0, i1, j0, j1, excluded),
                 )
                 copy = spare[: i1 - i0, : j1 - j0]
                 _online_update(
@@ -387,13 +405,13 @@ class _SymRowLogSumExp(torch.autograd.Function):
                     )
         lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
         ctx.save_for_backward(z, scale, bias, lse)
-        ctx.exclude_diagonal, ctx.side = exclude_diagonal, side
+        ctx.excluded, ctx.side = excluded, side
         return lse
 
     @staticmethod
     def backward(ctx, grad_lse):  # type: ignore[override]
         z, scale, bias, lse = ctx.saved_tensors
-        side, exclude = ctx.side, ctx.exclude_diagonal
+        side, excluded = ctx.side, ctx.excluded
         acc, mm = acc_dtype(z), _mm_dtype(z)
         z_mm = z.detach().to(mm)
         r = None if bias is None else bias.detach().to(acc)
@@ -415,8 +433,7 @@ class _SymRowLogSumExp(torch.autograd.Function):
                     scale,
                     None if r is None else r[i0:i1],
                     None if r is None else r[j0:j1],
-                    i0 == j0,
-                    exclude,
+                    _diag(i0, i1, j0, j1, excluded),
                 )
                 # u_ij = w_ij + w_ji, the total weight of the unordered pair: p_ij g_i + p_ji g_j
                 rows_w = torch.sub(tile, finite_lse[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
@@ -460,7 +477,7 @@ class _SoftplusSum(torch.autograd.Function):
             r1 = min(r0 + rows, a.shape[0])
             for c0 in range(0, b.shape[0], cols):
                 c1 = min(c0 + cols, b.shape[0])
-                tile = _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias, None)
+                tile = _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias, ())
                 total += torch.nn.functional.softplus(tile).sum(dtype=torch.float64)
         ctx.save_for_backward(a, b, scale, bias)
         ctx.rows, ctx.cols = rows, cols
@@ -479,7 +496,7 @@ class _SoftplusSum(torch.autograd.Function):
             r1 = min(r0 + ctx.rows, a.shape[0])
             for c0 in range(0, b.shape[0], ctx.cols):
                 c1 = min(c0 + ctx.cols, b.shape[0])
-                tile = _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias, None)
+                tile = _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias, ())
                 weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
                 grad_bias += weights.sum()
                 _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)

@@ -3,24 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 
-from ..losses import list_losses, loss_spec
+from ..losses import LossSpec, list_losses, loss_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the registered losses", description="List the registered losses.")
     p.add_argument("what", nargs="?", default="losses", choices=["losses"], help="what to list (default: losses)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    form.add_argument("--markdown", action="store_true", help="print the comparison table of docs/objectives.md")
+
+
+def describe(spec: LossSpec) -> dict:
+    """One registry entry as a JSON-ready dict: name, paper, inputs, engine use and distributed support."""
+    uses_engine = "block_size" in inspect.signature(spec.cls.__init__).parameters
+    distributed = "gathers " + ", ".join(i for i in spec.inputs if i not in spec.shared)
+    if spec.shared:
+        distributed += f"; {', '.join(spec.shared)} shared, not gathered"
+    return {
+        "name": spec.name,
+        "class": spec.cls.__name__,
+        "paper": spec.paper,
+        "inputs": list(spec.inputs),
+        "engine": uses_engine,
+        "distributed": distributed,
+    }
+
+
+def markdown() -> str:
+    rows = [describe(loss_spec(name)) for name in list_losses()]
+    lines = [
+        "| name | module | paper | inputs | tiled engine | distributed (`GatherLoss`) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        engine = "yes (`block_size`)" if r["engine"] else "no: linear in N, no N x N matrix"
+        inputs = ", ".join(f"`{i}`" for i in r["inputs"])
+        lines.append(f"| `{r['name']}` | `{r['class']}` | {r['paper']} | {inputs} | {engine} | {r['distributed']} |")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = [loss_spec(name) for name in list_losses()]
     if args.json:
-        print(json.dumps([{"name": s.name, "inputs": list(s.inputs), "paper": s.paper} for s in rows], indent=2))
+        print(json.dumps([describe(loss_spec(name)) for name in list_losses()], indent=2))
         return 0
+    if args.markdown:
+        print(markdown())
+        return 0
+    rows = [loss_spec(name) for name in list_losses()]
     width = max(len(s.name) for s in rows)
-    print(f"{'loss':<{width}}  {'inputs':<12}  paper")
+    inputs_width = max(len(", ".join(s.inputs)) for s in rows)
+    print(f"{'loss':<{width}}  {'inputs':<{inputs_width}}  paper")
     for s in rows:
-        print(f"{s.name:<{width}}  {', '.join(s.inputs):<12}  {s.paper}")
+        print(f"{s.name:<{width}}  {', '.join(s.inputs):<{inputs_width}}  {s.paper}")
     return 0

@@ -1,18 +1,34 @@
 """The math of every objective, as pure functions of tensors (no state, no modules)."""
 
 from .align_uniform import align_uniform, alignment, uniformity, uniformity_optimum, uniformity_with_queue
+from .beyond import barlow_twins, sinkhorn, spectral_contrastive, swav
 from .contrastive import clip_loss, dcl, dclw, info_nce, nt_xent, siglip_loss, supcon
+from .moco import align_uniform_queue, moco_info_nce
+from .multiview import cmc, cwcl, margin_info_nce, symile
+from .negatives import debiased_nt_xent, hard_negative_nt_xent
 
 __all__ = [
     "align_uniform",
+    "align_uniform_queue",
     "alignment",
+    "barlow_twins",
     "clip_loss",
+    "cmc",
+    "cwcl",
     "dcl",
     "dclw",
+    "debiased_nt_xent",
+    "hard_negative_nt_xent",
     "info_nce",
+    "margin_info_nce",
+    "moco_info_nce",
     "nt_xent",
     "siglip_loss",
+    "sinkhorn",
+    "spectral_contrastive",
     "supcon",
+    "swav",
+    "symile",
     "uniformity",
     "uniformity_optimum",
     "uniformity_with_queue",

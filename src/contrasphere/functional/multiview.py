@@ -1,0 +1,173 @@
+"""Objectives over more than two views or modalities, margins on the positive, and continuously weighted positives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .. import _validate as check
+from ..pairwise import acc_dtype, row_logsumexp
+from .contrastive import _dot, _pair, info_nce
+
+
+def _stack(views: Tensor | Sequence[Tensor], name: str, min_views: int) -> Tensor:
+    """``(V, N, D)`` from a tensor or a sequence of ``(N, D)`` tensors, checked."""
+    if not isinstance(views, Tensor):
+        views = list(views)
+        if not views:
+            raise ValueError(f"{name} is empty: give at least {min_views} tensors of shape (N, D)")
+        for i, v in enumerate(views):
+            check.embeddings(v, f"{name}[{i}]", keep_dtype=True)
+            check.same_shape(v, views[0], f"{name}[{i}]", f"{name}[0]")
+        views = torch.stack(views)
+    if views.ndim != 3:
+        raise ValueError(f"{name} must have shape (V, N, D) (V views of N samples), got {tuple(views.shape)}")
+    if views.shape[0] < min_views:
+        raise ValueError(f"{name} holds {views.shape[0]} view(s); this objective needs at least {min_views}")
+    check.embeddings(views.reshape(-1, views.shape[2]), name, keep_dtype=True)
+    return views
+
+
+def cmc(views: Tensor | Sequence[Tensor], *, temperature: float = 0.07, block_size: int | None = None) -> Tensor:
+    r"""Contrastive multiview coding, full graph: InfoNCE between every ordered pair of views.
+
+    :math:`\mathcal{L} = \frac{1}{V(V-1)} \sum_{i \ne j} \mathcal{L}_{\mathrm{NCE}}(v_i, v_j)` (Tian et al.,
+    "Contrastive Multiview Coding", ECCV 2020, Eq. 6 "full graph"; the paper sums the ``V(V-1)`` terms, this
+    averages them so that the scale does not grow with ``V``). With two views it is the symmetric InfoNCE.
+
+    Shape:
+        views: ``(V, N, D)`` or a sequence of ``V`` tensors ``(N, D)``, ``V >= 2``. Returns a scalar.
+
+    Args:
+        temperature: :math:`\tau > 0` (0.07 in the paper).
+    """
+    views = _stack(views, "views", 2)
+    n_views = views.shape[0]
+    terms = [
+        info_nce(views[i], views[j], temperature=temperature, block_size=block_size)
+        for i in range(n_views)
+        for j in range(n_views)
+        if i != j
+    ]
+    return torch.stack(terms).mean()
+
+
+def symile(
+    modalities: Tensor | Sequence[Tensor], *, logit_scale: Tensor | float = 1 / 0.07, block_size: int | None = None
+) -> Tensor:
+    r"""Symile: contrast each modality against the element-wise product of all the others.
+
+    The multilinear inner product :math:`\mathrm{MIP}(x^1, \dots, x^M) = \sum_d \prod_m x^m_d` scores a tuple; for
+    each target modality ``m``, sample ``i`` must pick out its own :math:`x^m_i` among the batch's
+    :math:`x^m_j` given the product :math:`\odot_{l \ne m} x^l_i` of its other modalities (the ``O(N)``-negatives
+    form); the loss averages the ``M`` cross-entropies (Saporta et al., "Contrasting with Symile: Simple
+    Model-Agnostic Representation Learning for Unlimited Modalities", NeurIPS 2024, Eq. 5). With two modalities
+    it is CLIP's loss. Each direction is an InfoNCE through the engine.
+
+    Shape:
+        modalities: ``(M, N, D)`` or a sequence of ``M`` tensors ``(N, D)``, ``M >= 2``. Returns a scalar.
+
+    Args:
+        logit_scale: the inverse temperature, already exponentiated; a float or a learnable 0-dim tensor.
+    """
+    logit_scale = check.scale_tensor(logit_scale, "logit_scale")
+    xs = _stack(modalities, "modalities", 2)
+    dtype = acc_dtype(xs)
+    xs = xs.to(dtype)
+    m = xs.shape[0]
+    terms = []
+    for target in range(m):
+        others = torch.prod(torch.cat([xs[:target], xs[target + 1 :]]), dim=0)
+        s_pos = logit_scale * _dot(others, xs[target])
+        lse = row_logsumexp(others, xs[target], scale=logit_scale, block_size=block_size)
+        terms.append((lse - s_pos).mean())
+    return torch.stack(terms).mean()
+
+
+def margin_info_nce(
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    temperature: float = 1 / 30,
+    margin: float = 0.1,
+    kind: Literal["additive", "angular"] = "additive",
+    symmetric: bool = True,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""InfoNCE with a margin on the positive pair's cosine similarity.
+
+    The positive score :math:`\cos\theta_{ii}` becomes :math:`\cos\theta_{ii} - m` (``"additive"``, as in
+    AM-Softmax) or :math:`\cos(\theta_{ii} + m)` (``"angular"``, as in AAM-Softmax/ArcFace), so the positive
+    must beat the negatives by a margin: :math:`\mathcal{L}_i = -\log \frac{e^{\phi_{ii}/\tau}}{e^{\phi_{ii}/\tau}
+    + \sum_{j \ne i} e^{\cos\theta_{ij}/\tau}}` (Lepage & Dehak, "Experimenting with Additive Margins for
+    Contrastive Self-Supervised Speaker Verification", Interspeech 2023, Eq. 3-4). ``symmetric`` averages the
+    ``a -> b`` and ``b -> a`` directions. ``margin = 0`` gives InfoNCE.
+
+    Shape:
+        z_a, z_b: ``(N, D)`` unit vectors (the margin acts on cosines). Returns a scalar.
+
+    Args:
+        temperature: :math:`\tau > 0`; the default 1/30 is the scale ``s = 30`` common with AM/AAM-Softmax.
+        margin: :math:`m \ge 0` (0.1 by default; the paper explores 0.1 to 0.3).
+    """
+    temperature = check.positive(temperature, "temperature")
+    margin = check.non_negative(margin, "margin")
+    if kind not in ("additive", "angular"):
+        raise ValueError(f"kind must be 'additive' or 'angular', got {kind!r}")
+    z_a, z_b = _pair(z_a, z_b)
+    scale = 1.0 / temperature
+    cos = _dot(z_a, z_b)
+    if kind == "additive":
+        positive = cos - margin
+    else:  # cos(theta + m), with theta kept off 0 and pi where acos has an infinite derivative
+        theta = torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+        positive = torch.cos(theta + margin)
+    directions = [(z_a, z_b), (z_b, z_a)] if symmetric else [(z_a, z_b)]
+    terms = []
+    for anchor, other in directions:
+        negatives = row_logsumexp(anchor, other, scale=scale, exclude_diagonal=True, block_size=block_size)
+        terms.append((torch.logaddexp(scale * positive, negatives) - scale * positive).mean())
+    return torch.stack(terms).mean()
+
+
+def cwcl(
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    temperature: float = 0.07,
+    z_ref: Tensor | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""Continuously weighted contrastive loss: every pair is a positive, weighted by intra-modal similarity.
+
+    With weights :math:`w_{ij} = (1 + \langle r_i, r_j\rangle) / 2 \in [0, 1]` from unit reference embeddings
+    ``r`` (the frozen, pre-trained modality: by default ``z_a`` itself, detached) and :math:`p_{ij} =
+    \mathrm{softmax}_j(\langle a_i, b_j\rangle / \tau)`,
+    :math:`\mathcal{L}_{a \to b} = -\frac1N \sum_i \frac{1}{\sum_j w_{ij}} \sum_j w_{ij} \log p_{ij}`, and the
+    loss averages both directions (Srinivasa et al., "CWCL: Cross-Modal Transfer with Continuously Weighted
+    Contrastive Loss", NeurIPS 2023, Eq. 3). With :math:`w = I` it is CLIP's loss. The weighted sums
+    :math:`\sum_j w_{ij}\langle a_i, b_j\rangle` are computed as :math:`\frac12(\langle a_i, \sum_j b_j\rangle +
+    r_i^\top (R^\top B) a_i)`: linear in ``N``; only the log-sum-exp goes through the engine.
+
+    Shape:
+        z_a, z_b: ``(N, D)``; z_ref: ``(N, D')`` or None. Returns a scalar.
+    """
+    temperature = check.positive(temperature, "temperature")
+    z_a, z_b = _pair(z_a, z_b, min_rows=2, why="weights compare samples with each other")
+    ref = z_a if z_ref is None else check.embeddings(z_ref, "z_ref", keep_dtype=True)
+    if ref.shape[0] != z_a.shape[0]:
+        raise ValueError(f"z_ref needs one row per sample ({z_a.shape[0]}), got {ref.shape[0]}")
+    dtype = acc_dtype(z_a)
+    a, b = z_a.to(dtype), z_b.to(dtype)
+    r = torch.nn.functional.normalize(ref.detach().to(dtype), dim=1)
+    weight_sums = (a.shape[0] + r @ r.sum(0)) / 2  # sum_j w_ij
+    scale = 1.0 / temperature
+    terms = []
+    for (x, y), (raw_x, raw_y) in zip(((a, b), (b, a)), ((z_a, z_b), (z_b, z_a))):
+        weighted = (x @ y.sum(0) + ((r @ (r.T @ y)) * x).sum(1)) / 2  # sum_j w_ij <x_i, y_j>
+        lse = row_logsumexp(raw_x, raw_y, scale=scale, block_size=block_size)
+        terms.append((lse - scale * weighted / weight_sums).mean())
+    return torch.stack(terms).mean()

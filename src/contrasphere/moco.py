@@ -1,0 +1,91 @@
+"""MoCo's machinery: a FIFO queue of keys and the momentum (exponential moving average) encoder update.
+
+He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020. Stateful by nature, so
+kept out of the losses: a training step embeds queries with the encoder and keys with its momentum copy, calls
+:func:`contrasphere.functional.moco_info_nce` (or ``align_uniform_queue``) with ``queue.negatives()``, then pushes
+the keys and updates the momentum encoder::
+
+    loss = moco_info_nce(q, k, queue.negatives())
+    loss.backward(); optimizer.step()
+    queue.push(k)
+    momentum_update(key_encoder, encoder, momentum=0.999)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import _validate as check
+from .distributed import all_gather_with_grad
+
+
+class KeyQueue(nn.Module):
+    """A first-in first-out queue of ``size`` keys of dimension ``dim``, stored as rows in a buffer.
+
+    Any batch size works, including one that does not divide ``size`` (writes wrap around) and one larger than
+    ``size`` (only its last ``size`` keys are kept). Like MoCo, the queue starts full of random unit vectors; with
+    ``start_empty=True`` it starts empty and :meth:`negatives` returns only the keys pushed so far.
+    Under ``torch.distributed``, :meth:`push` enqueues the keys of every rank (in rank order), as MoCo does.
+    """
+
+    def __init__(self, size: int, dim: int, *, start_empty: bool = False) -> None:
+        super().__init__()
+        for name, value in (("size", size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        self.register_buffer("count", torch.tensor(0 if start_empty else size, dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[0]
+
+    def negatives(self) -> Tensor:
+        """A copy of the keys currently in the queue, ``(K, D)`` (a copy: pushing later must not alter a graph)."""
+        count = int(self.count)
+        if count == 0:
+            raise ValueError("the queue is empty: push a batch of keys before asking for negatives")
+        return self.keys[:count].clone() if count < self.size else self.keys.clone()
+
+    @torch.no_grad()
+    def push(self, keys: Tensor) -> None:
+        """Enqueue ``keys`` ``(B, D)`` (gathered from every rank under torch.distributed), oldest out first."""
+        keys = check.embeddings(keys, "keys")
+        if keys.shape[1] != self.keys.shape[1]:
+            raise ValueError(f"keys have dimension {keys.shape[1]} but the queue holds dimension {self.keys.shape[1]}")
+        keys, _ = all_gather_with_grad(keys.detach())
+        keys = keys[-self.size :]
+        slots = (int(self.pointer) + torch.arange(keys.shape[0], device=self.keys.device)) % self.size
+        self.keys[slots] = keys.to(self.keys.dtype)
+        self.pointer.fill_((int(self.pointer) + keys.shape[0]) % self.size)
+        self.count.fill_(min(int(self.count) + keys.shape[0], self.size))
+
+
+@torch.no_grad()
+def momentum_update(target: nn.Module, source: nn.Module, momentum: float = 0.999) -> None:
+    """``target <- momentum * target + (1 - momentum) * source``, parameter by parameter; buffers are copied.
+
+    The key encoder's update of MoCo (Eq. 2); ``momentum`` in [0, 1] (0.999 in MoCo).
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    target_params, source_params = list(target.parameters()), list(source.parameters())
+    if len(target_params) != len(source_params):
+        raise ValueError("target and source must have the same parameters (make target with momentum_copy(source))")
+    for t, s in zip(target_params, source_params):
+        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+    for t, s in zip(target.buffers(), source.buffers()):
+        t.copy_(s)
+
+
+def momentum_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model`` to serve as its momentum (key) encoder."""
+    target = copy.deepcopy(model)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target

@@ -1,0 +1,364 @@
+"""The objective family beyond the core: each against its authors' code or a loop from its paper's equation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import near, sphere
+from test_align_uniform import ref_align, ref_moco_uniform
+
+from contrasphere import functional as CF
+from contrasphere.moco import KeyQueue, momentum_copy, momentum_update
+
+
+# --- Robinson et al.'s HCL code (github.com/joshr17/HCL, image/main.py), with Chuang et al.'s debiased estimator --
+def get_negative_mask(batch_size):
+    negative_mask = torch.ones((batch_size, 2 * batch_size), dtype=bool)
+    for i in range(batch_size):
+        negative_mask[i, i] = 0
+        negative_mask[i, i + batch_size] = 0
+    return torch.cat((negative_mask, negative_mask), 0)
+
+
+def hcl_reference(out_1, out_2, tau_plus, batch_size, beta, estimator, temperature):
+    out = torch.cat([out_1, out_2], dim=0)
+    neg = torch.exp(torch.mm(out, out.t().contiguous()) / temperature)
+    mask = get_negative_mask(batch_size)
+    neg = neg.masked_select(mask).view(2 * batch_size, -1)
+    pos = torch.exp(torch.sum(out_1 * out_2, dim=-1) / temperature)
+    pos = torch.cat([pos, pos], dim=0)
+    if estimator == "hard":
+        N = batch_size * 2 - 2
+        imp = (beta * neg.log()).exp()
+        reweight_neg = (imp * neg).sum(dim=-1) / imp.mean(dim=-1)
+        Ng = (-tau_plus * N * pos + reweight_neg) / (1 - tau_plus)
+        Ng = torch.clamp(Ng, min=N * np.e ** (-1 / temperature))
+    elif estimator == "debiased":  # Chuang et al.'s code: the same with imp = 1
+        N = batch_size * 2 - 2
+        Ng = (-tau_plus * N * pos + neg.sum(dim=-1)) / (1 - tau_plus)
+        Ng = torch.clamp(Ng, min=N * np.e ** (-1 / temperature))
+    else:
+        Ng = neg.sum(dim=-1)
+    return (-torch.log(pos / (pos + Ng))).mean()
+
+
+def _grad_pair(fn, z_a, z_b):
+    value = fn(z_a, z_b)
+    return (value.detach(), *torch.autograd.grad(value, (z_a, z_b)))
+
+
+@pytest.mark.parametrize("tau_plus,beta", [(0.1, 1.0), (0.0, 0.5), (0.3, 2.0), (0.1, 0.0), (0.5, 1.0)])
+@pytest.mark.parametrize("temperature", [0.5, 0.2])
+def test_hard_negative_matches_authors_code(tau_plus, beta, temperature):
+    z_a = sphere(12, 8, seed=61, grad=True)
+    z_b = near(z_a, 0.5).requires_grad_()
+    estimator = "hard" if beta > 0 else "debiased"
+    ours = _grad_pair(
+        lambda a, b: CF.hard_negative_nt_xent(a, b, temperature=temperature, tau_plus=tau_plus, beta=beta), z_a, z_b
+    )
+    ref = _grad_pair(lambda a, b: hcl_reference(a, b, tau_plus, 12, beta, estimator, temperature), z_a, z_b)
+    for got, want in zip(ours, ref):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+def test_debiased_matches_authors_code_and_reduces_to_nt_xent():
+    z_a = sphere(10, 5, seed=62, grad=True)
+    z_b = near(z_a, 0.4).requires_grad_()
+    for tau_plus in (0.05, 0.2):
+        ours = _grad_pair(lambda a, b, tp=tau_plus: CF.debiased_nt_xent(a, b, temperature=0.5, tau_plus=tp), z_a, z_b)
+        ref = _grad_pair(lambda a, b, tp=tau_plus: hcl_reference(a, b, tp, 10, 0.0, "debiased", 0.5), z_a, z_b)
+        for got, want in zip(ours, ref):
+            torch.testing.assert_close(got, want)
+    # no false negatives assumed and no reweighting: NT-Xent itself
+    torch.testing.assert_close(
+        CF.hard_negative_nt_xent(z_a, z_b, temperature=0.3, tau_plus=0.0, beta=0.0),
+        CF.nt_xent(z_a, z_b, temperature=0.3),
+    )
+
+
+def test_hard_negative_stays_finite_where_the_reference_overflows():
+    z_a = sphere(16, 8, seed=63, dtype=torch.float32, grad=True)
+    z_b = near(z_a, 0.1).float().requires_grad_()
+    t = 0.01  # e^{1/t} = e^100 overflows float32
+    with torch.no_grad():
+        assert not torch.isfinite(hcl_reference(z_a, z_b, 0.1, 16, 1.0, "hard", t))
+    ours = CF.hard_negative_nt_xent(z_a, z_b, temperature=t, tau_plus=0.1, beta=1.0)
+    assert torch.isfinite(ours)
+    want = CF.hard_negative_nt_xent(z_a.double(), z_b.double(), temperature=t, tau_plus=0.1, beta=1.0)
+    torch.testing.assert_close(ours.double(), want, rtol=1e-4, atol=1e-4)
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(ours, (z_a, z_b)))
+
+
+def moco_reference(q, k, queue_dk, tau):
+    # MoCo's Algorithm 1 / main_moco.py: logits [l_pos, l_neg], cross-entropy with label 0
+    l_pos = torch.einsum("nc,nc->n", [q, k]).unsqueeze(-1)
+    l_neg = torch.einsum("nc,ck->nk", [q, queue_dk.clone().detach()])
+    logits = torch.cat([l_pos, l_neg], dim=1) / tau
+    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_moco_matches_reference(dtype, tol):
+    q = sphere(9, 16, seed=64, dtype=dtype, grad=True)
+    k = near(q, 0.3).to(dtype).requires_grad_()
+    queue = sphere(40, 16, seed=65, dtype=dtype)
+    ours = CF.moco_info_nce(q, k, queue, temperature=0.2)
+    ref = moco_reference(q, k, queue.T, 0.2)
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+    for g, want in zip(torch.autograd.grad(ours, (q, k)), torch.autograd.grad(ref, (q, k))):
+        torch.testing.assert_close(g, want, rtol=tol, atol=tol)
+
+
+def test_align_uniform_queue_is_the_papers_combination():
+    q = sphere(9, 16, seed=66, grad=True)
+    k = near(q, 0.3)
+    queue = sphere(30, 16, seed=67)
+    for intra in (True, False):
+        ours = CF.align_uniform_queue(q, k, queue, intra_batch=intra)
+        ref = 3 * ref_align(q, k, alpha=2) + ref_moco_uniform(q, queue.T, 3.0, intra)
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(torch.autograd.grad(ours, q)[0], torch.autograd.grad(ref, q)[0])
+
+
+def test_key_queue_is_fifo_with_wrap_around():
+    queue = KeyQueue(size=5, dim=2, start_empty=True)
+    with pytest.raises(ValueError, match="empty"):
+        queue.negatives()
+    rows = torch.arange(1, 15, dtype=torch.float32)[:, None] * torch.tensor([[1.0, 0.0]])
+    queue.push(rows[:3])
+    assert torch.equal(queue.negatives(), rows[:3])
+    queue.push(rows[3:7])  # 4 more: wraps around, overwriting the oldest
+    assert torch.equal(queue.negatives()[:, 0], torch.tensor([6.0, 7.0, 3.0, 4.0, 5.0]))
+    queue.push(rows[7:14])  # more than the queue holds: the last 5 survive
+    assert sorted(queue.negatives()[:, 0].tolist()) == [10.0, 11.0, 12.0, 13.0, 14.0]
+    snapshot = queue.negatives()
+    queue.push(rows[:1])
+    assert not torch.equal(snapshot, queue.negatives())  # a copy: earlier negatives are untouched
+    full = KeyQueue(size=4, dim=3)
+    assert full.negatives().shape == (4, 3) and torch.allclose(full.negatives().norm(dim=1), torch.ones(4))
+    with pytest.raises(ValueError, match="dimension 2"):
+        full.push(torch.ones(2, 2))
+    with pytest.raises(ValueError, match="size must be"):
+        KeyQueue(size=0, dim=3)
+
+
+def test_momentum_update_is_an_exponential_moving_average():
+    torch.manual_seed(0)
+    source = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    target = momentum_copy(source)
+    assert all(not p.requires_grad for p in target.parameters())
+    before = [p.clone() for p in target.parameters()]
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(1.0)
+        source[1].running_mean.fill_(3.0)
+    momentum_update(target, source, momentum=0.9)
+    for old, new, src in zip(before, target.parameters(), source.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * src)
+    assert torch.equal(target[1].running_mean, torch.full((2,), 3.0))
+    with pytest.raises(ValueError, match="momentum"):
+        momentum_update(target, source, momentum=1.5)
+
+
+def test_bad_input():
+    z = sphere(4, 3)
+    with pytest.raises(ValueError, match="tau_plus"):
+        CF.hard_negative_nt_xent(z, z, tau_plus=1.0)
+    with pytest.raises(ValueError, match="beta"):
+        CF.hard_negative_nt_xent(z, z, beta=-1.0)
+    with pytest.raises(ValueError, match="negatives besides"):
+        CF.debiased_nt_xent(z[:1], z[:1])
+    with pytest.raises(ValueError, match="same embedding dimension"):
+        CF.moco_info_nce(z, z, sphere(5, 4))
+    assert math.isfinite(CF.moco_info_nce(z, z, sphere(5, 3)).item())
+
+
+# --- beyond InfoNCE -----------------------------------------------------------------------------------------------
+def off_diagonal(x):  # Barlow Twins' code
+    n, _ = x.shape
+    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def barlow_reference(z1, z2, lambd):
+    bn = torch.nn.BatchNorm1d(z1.shape[1], affine=False, dtype=z1.dtype).train()
+    c = bn(z1).T @ bn(z2)
+    c = c / z1.shape[0]
+    on_diag = torch.diagonal(c).add(-1).pow(2).sum()
+    return on_diag + lambd * off_diagonal(c).pow(2).sum()
+
+
+def test_barlow_twins_matches_authors_code():
+    z_a = torch.randn(20, 7, dtype=torch.float64, requires_grad=True)
+    z_b = (z_a.detach() + 0.5 * torch.randn(20, 7, dtype=torch.float64)).requires_grad_()
+    ours = _grad_pair(lambda a, b: CF.barlow_twins(a, b, lambd=0.01), z_a, z_b)
+    ref = _grad_pair(lambda a, b: barlow_reference(a, b, 0.01), z_a, z_b)
+    for got, want in zip(ours, ref):
+        torch.testing.assert_close(got, want)
+    # perfectly correlated, decorrelated features: C = I and the loss is 0
+    x = torch.randn(64, 4, dtype=torch.float64)
+    q = torch.linalg.qr(x - x.mean(0))[0] * 8  # centred, orthogonal columns
+    assert CF.barlow_twins(q, q, eps=1e-12).item() == pytest.approx(0.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("mu", [None, 1.0, 0.3])
+def test_spectral_matches_the_equation(mu):
+    z_a = (0.6 * torch.randn(9, 5, dtype=torch.float64)).requires_grad_()
+    z_b = (z_a.detach() + 0.3 * torch.randn(9, 5, dtype=torch.float64)).requires_grad_()
+
+    def loop(a, b):
+        if mu is not None:  # the authors' code: rows longer than sqrt(mu) are projected onto that sphere
+            mask_a = (a.norm(dim=1) < math.sqrt(mu)).double().unsqueeze(1)
+            mask_b = (b.norm(dim=1) < math.sqrt(mu)).double().unsqueeze(1)
+            a = mask_a * a + (1 - mask_a) * F.normalize(a, dim=1) * math.sqrt(mu)
+            b = mask_b * b + (1 - mask_b) * F.normalize(b, dim=1) * math.sqrt(mu)
+        n = a.shape[0]
+        positive = sum(a[i] @ b[i] for i in range(n)) / n
+        negative = sum((a[i] @ b[j]) ** 2 for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+        return -2 * positive + negative
+
+    ours = _grad_pair(lambda a, b: CF.spectral_contrastive(a, b, mu=mu), z_a, z_b)
+    ref = _grad_pair(loop, z_a, z_b)
+    for got, want in zip(ours, ref):
+        torch.testing.assert_close(got, want)
+
+
+def swav_sinkhorn_reference(out, epsilon, iterations):
+    # SwAV's distributed_sinkhorn on one process
+    Q = torch.exp(out / epsilon).t()
+    B, K = Q.shape[1], Q.shape[0]
+    Q /= torch.sum(Q)
+    for _ in range(iterations):
+        Q /= torch.sum(Q, dim=1, keepdim=True)
+        Q /= K
+        Q /= torch.sum(Q, dim=0, keepdim=True)
+        Q /= B
+    Q *= B
+    return Q.t()
+
+
+def test_sinkhorn_and_swav_match_reference():
+    z_a = sphere(24, 6, seed=68, grad=True)
+    z_b = near(z_a, 0.4).requires_grad_()
+    prototypes = sphere(10, 6, seed=69)
+    scores = z_a.detach() @ prototypes.T
+    q = CF.sinkhorn(scores, epsilon=0.05, iterations=3)
+    torch.testing.assert_close(q, swav_sinkhorn_reference(scores, 0.05, 3))
+    torch.testing.assert_close(q.sum(1), torch.ones(24, dtype=torch.float64))
+    assert torch.isfinite(CF.sinkhorn(scores.float(), epsilon=0.001)).all()  # e^(1/0.001) would overflow
+
+    def reference(a, b):
+        s_a, s_b = a @ prototypes.T, b @ prototypes.T
+        q_a, q_b = swav_sinkhorn_reference(s_a.detach(), 0.05, 3), swav_sinkhorn_reference(s_b.detach(), 0.05, 3)
+        loss = -0.5 * torch.mean(
+            torch.sum(q_a * F.log_softmax(s_b / 0.1, dim=1), dim=1)
+            + torch.sum(q_b * F.log_softmax(s_a / 0.1, dim=1), dim=1)
+        )
+        return loss
+
+    ours = _grad_pair(lambda a, b: CF.swav(a, b, prototypes, temperature=0.1), z_a, z_b)
+    for got, want in zip(ours, _grad_pair(reference, z_a, z_b)):
+        torch.testing.assert_close(got, want)
+
+
+# --- many views and modalities ------------------------------------------------------------------------------------
+def test_cmc_is_the_mean_over_ordered_view_pairs():
+    views = torch.stack([sphere(8, 5, seed=s) for s in (70, 71, 72)]).requires_grad_()
+    loop = sum(CF.info_nce(views[i], views[j], temperature=0.1) for i in range(3) for j in range(3) if i != j) / 6
+    torch.testing.assert_close(CF.cmc(views, temperature=0.1), loop)
+    two = CF.cmc([views[0], views[1]], temperature=0.1)
+    both = (CF.info_nce(views[0], views[1], temperature=0.1) + CF.info_nce(views[1], views[0], temperature=0.1)) / 2
+    torch.testing.assert_close(two, both)
+
+
+def test_symile_matches_the_equation_and_reduces_to_clip():
+    xs = torch.stack([sphere(7, 4, seed=s) for s in (73, 74, 75)]).requires_grad_()
+    scale = 5.0
+
+    def loop(xs):
+        m, n = xs.shape[0], xs.shape[1]
+        terms = []
+        for target in range(m):
+            for i in range(n):
+                scores = torch.stack(
+                    [
+                        scale
+                        * torch.prod(
+                            torch.stack([xs[l, i] for l in range(m) if l != target] + [xs[target, j]]), 0
+                        ).sum()
+                        for j in range(n)
+                    ]
+                )
+                terms.append(torch.logsumexp(scores, 0) - scores[i])
+        return torch.stack(terms).mean()
+
+    ours = CF.symile(xs, logit_scale=scale)
+    ref = loop(xs)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, xs)[0], torch.autograd.grad(ref, xs)[0])
+    torch.testing.assert_close(CF.symile(xs[:2], logit_scale=scale), CF.clip_loss(xs[0], xs[1], logit_scale=scale))
+
+
+@pytest.mark.parametrize("kind", ["additive", "angular"])
+def test_margins_match_the_equation(kind):
+    z_a = sphere(10, 6, seed=76, grad=True)
+    z_b = near(z_a, 0.5).requires_grad_()
+    tau, m = 0.1, 0.2
+
+    def loop(a, b):
+        terms = []
+        for x, y in ((a, b), (b, a)):
+            for i in range(x.shape[0]):
+                cos = x[i] @ y[i]
+                phi = cos - m if kind == "additive" else torch.cos(torch.acos(cos) + m)
+                scores = torch.stack([phi] + [x[i] @ y[j] for j in range(y.shape[0]) if j != i]) / tau
+                terms.append(torch.logsumexp(scores, 0) - scores[0])
+        return torch.stack(terms).mean()
+
+    ours = _grad_pair(lambda a, b: CF.margin_info_nce(a, b, temperature=tau, margin=m, kind=kind), z_a, z_b)
+    for got, want in zip(ours, _grad_pair(loop, z_a, z_b)):
+        torch.testing.assert_close(got, want)
+    no_margin = CF.margin_info_nce(z_a, z_b, temperature=tau, margin=0.0, kind=kind)
+    both = (CF.info_nce(z_a, z_b, temperature=tau) + CF.info_nce(z_b, z_a, temperature=tau)) / 2
+    torch.testing.assert_close(no_margin, both)
+    assert CF.margin_info_nce(z_a, z_b, temperature=tau, margin=0.3, kind=kind) > no_margin
+
+
+def test_cwcl_matches_the_equation():
+    z_a = sphere(9, 5, seed=77, grad=True)
+    z_b = near(z_a, 0.5).requires_grad_()
+    ref_emb = sphere(9, 3, seed=78)
+    tau = 0.2
+
+    def loop(a, b, r):
+        w = (1 + r @ r.T) / 2
+        terms = []
+        for x, y in ((a, b), (b, a)):
+            logp = torch.log_softmax(x @ y.T / tau, dim=1)
+            terms.append(-((w * logp).sum(1) / w.sum(1)).mean())
+        return (terms[0] + terms[1]) / 2
+
+    for r in (None, ref_emb):
+        ours = _grad_pair(lambda a, b, r=r: CF.cwcl(a, b, temperature=tau, z_ref=r), z_a, z_b)
+        ref = _grad_pair(lambda a, b, r=r: loop(a, b, (a if r is None else r).detach()), z_a, z_b)
+        for got, want in zip(ours, ref):
+            torch.testing.assert_close(got, want)
+
+
+def test_more_bad_input():
+    z = sphere(4, 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        CF.cmc(z[None])
+    with pytest.raises(ValueError, match=r"shape \(V, N, D\)"):
+        CF.symile(z)
+    with pytest.raises(ValueError, match="kind must be"):
+        CF.margin_info_nce(z, z, kind="cosine")
+    with pytest.raises(ValueError, match="one row per sample"):
+        CF.cwcl(z, z, z_ref=sphere(3, 2))
+    with pytest.raises(ValueError, match="variance"):
+        CF.barlow_twins(z[:1], z[:1])
+    with pytest.raises(ValueError, match="iterations"):
+        CF.sinkhorn(z @ z.T, iterations=0)
