@@ -149,3 +149,32 @@ def test_without_a_process_group_gathering_is_the_identity():
     assert torch.equal(GatherLoss(loss)(z_a=z, z_b=z), loss(z_a=z, z_b=z))
     with pytest.raises(TypeError, match="not a registered loss"):
         GatherLoss(torch.nn.MSELoss())
+
+
+def test_torchrun_training_matches_one_process(tmp_path):
+    """End to end: the example trained by torchrun on 2 processes equals the 1-process run on the same batches."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "ddp_train.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = [str(script), "--loss", "clip", "--steps", "6", "--batch", "37"]
+    one = subprocess.run(
+        [sys.executable, *common, "--out", str(tmp_path / "one.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = subprocess.run(
+        [*launcher, *common, "--out", str(tmp_path / "two.pt")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert one.stdout.splitlines()[-1] == two.stdout.splitlines()[-1]  # the same loss, printed to 6 decimals
+    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-9, atol=1e-11)

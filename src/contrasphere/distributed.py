@@ -88,10 +88,10 @@ def all_gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
 
 
 def all_reduce_mean(value: Tensor) -> Tensor:
-    """The mean of a (detached) value over ranks, for logging."""
+    """The mean of a value over ranks, detached, for logging (a collective: call it on every rank)."""
+    value = value.detach().clone()
     if not is_initialized():
         return value
-    value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / world_size()
 
