@@ -38,7 +38,7 @@ def _loss(name, block):
     return make_loss(name, D_OUT, **({} if block is None else {"block_size": block})).double()
 
 
-def _loss_inputs(name, z_a, z_b, labels):
+def _loss_inputs(name, z_a, z_b, labels, blocks):
     queue = F.normalize(torch.linspace(-1, 1, 7 * D_OUT, dtype=torch.float64).reshape(7, D_OUT).sin(), dim=1)
     by_role = {
         "z_a": z_a,
@@ -50,14 +50,17 @@ def _loss_inputs(name, z_a, z_b, labels):
         "queue": queue,
         "views": torch.stack([z_a, z_b, z_a.flip(1)]),
         "modalities": torch.stack([z_a, z_b, z_a.flip(1)]),
+        # each rank mixes within its own rows: reversed blocks (the whole batch is one block per rank)
+        "mix_index": torch.cat([torch.arange(s).flip(0) + sum(blocks[:i]) for i, s in enumerate(blocks)]),
+        "mix_lambda": 0.3,
     }
     return {role: by_role[role] for role in loss_spec(name).inputs}
 
 
-def _step(model, loss_fn, name, x_a, x_b, labels):
+def _step(model, loss_fn, name, x_a, x_b, labels, blocks=tuple(SIZES)):
     n = x_a.shape[0]
     z = F.normalize(model(torch.cat([x_a, x_b])), dim=1)  # one forward: DDP wants one per backward
-    loss = loss_fn(**_loss_inputs(name, z[:n], z[n:], labels))
+    loss = loss_fn(**_loss_inputs(name, z[:n], z[n:], labels, list(blocks)))
     loss.backward()
     return loss.detach()
 
@@ -76,7 +79,7 @@ def _worker(rank, world, init_file, out_dir):
     for name, block in CASES:
         model = DistributedDataParallel(_model())
         loss_module = _loss(name, block)
-        loss = _step(model, GatherLoss(loss_module), name, x_a[mine], x_b[mine], labels[mine])
+        loss = _step(model, GatherLoss(loss_module), name, x_a[mine], x_b[mine], labels[mine], (SIZES[rank],))
         results[(name, block)] = _result(model.module, loss_module, loss)
     # gradient caching under DDP: chunks of 3 rows on each rank
     model = DistributedDataParallel(_model())

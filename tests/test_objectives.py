@@ -362,3 +362,73 @@ def test_more_bad_input():
         CF.barlow_twins(z[:1], z[:1])
     with pytest.raises(ValueError, match="iterations"):
         CF.sinkhorn(z @ z.T, iterations=0)
+
+
+# --- mixing ---------------------------------------------------------------------------------------------------------
+def test_mochi_negatives_are_the_papers_mixtures():
+    q = sphere(5, 6, seed=80)
+    queue = sphere(40, 6, seed=81)
+    synthetic = CF.mochi_negatives(q, queue, n_hard=8, s_mix=30, s_query=20, generator=torch.Generator().manual_seed(0))
+    assert synthetic.shape == (5, 50, 6)
+    torch.testing.assert_close(synthetic.norm(dim=2), torch.ones(5, 50, dtype=torch.float64))
+    for i in range(5):
+        hardest = queue[(q[i] @ queue.T).topk(8).indices]  # (8, D)
+        for h in synthetic[i, :30]:  # a positive combination of two of the hardest: h ~ alpha n_j + (1-alpha) n_l
+            pair_fits = [
+                torch.linalg.lstsq(torch.stack([hardest[j], hardest[m]]).T, h[:, None]).solution.flatten()
+                for j in range(8)
+                for m in range(8)
+            ]
+            assert any(
+                (c >= -1e-9).all() and torch.allclose(torch.stack([hardest[j], hardest[m]]).T @ c, h, atol=1e-9)
+                for c, (j, m) in zip(pair_fits, [(j, m) for j in range(8) for m in range(8)])
+            )
+        for h in synthetic[i, 30:]:  # beta q + (1 - beta) n_j with beta <= 0.5: q's weight never exceeds n_j's
+            fits = [torch.linalg.lstsq(torch.stack([q[i], n]).T, h[:, None]).solution.flatten() for n in hardest]
+            assert any(
+                c[0] >= -1e-9 and c[0] <= c[1] + 1e-9 and torch.allclose(torch.stack([q[i], n]).T @ c, h, atol=1e-9)
+                for c, n in zip(fits, hardest)
+            )
+
+
+def test_mochi_matches_moco_reference_with_the_synthetic_negatives():
+    q = sphere(7, 8, seed=82, grad=True)
+    k = near(q, 0.3)
+    queue = sphere(30, 8, seed=83)
+    synthetic = CF.mochi_negatives(q, queue, n_hard=10, s_mix=6, s_query=4, generator=torch.Generator().manual_seed(1))
+    ours = CF.mochi(q, k, queue, temperature=0.2, synthetic=synthetic)
+    l_pos = (q * k).sum(1, keepdim=True)
+    l_neg = q @ queue.T
+    l_syn = torch.einsum("nd,nsd->ns", q, synthetic)
+    logits = torch.cat([l_pos, l_neg, l_syn], dim=1) / 0.2
+    ref = F.cross_entropy(logits, torch.zeros(7, dtype=torch.long))
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, q)[0], torch.autograd.grad(ref, q)[0])
+    no_synthetic = CF.mochi(q, k, queue, temperature=0.2, s_mix=0, s_query=0)
+    torch.testing.assert_close(no_synthetic, CF.moco_info_nce(q, k, queue, temperature=0.2))
+    seeded = [CF.mochi(q, k, queue, n_hard=10, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(seeded[0], seeded[1]) and seeded[0] > no_synthetic  # harder negatives, larger loss
+
+
+def test_i_mix_matches_its_two_cross_entropies():
+    z_a = sphere(9, 5, seed=84, grad=True)
+    z_b = near(z_a, 0.4).requires_grad_()
+    x = torch.randn(9, 3)
+    mixed, index, lam = CF.mix_inputs(x, alpha=1.0, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[index])
+    assert sorted(index.tolist()) == list(range(9)) and 0 <= lam <= 1
+    again = CF.mix_inputs(x, alpha=1.0, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(again[1], index) and again[2] == lam
+
+    def reference(a, b):
+        logits = a @ b.T / 0.2
+        return lam * F.cross_entropy(logits, torch.arange(9)) + (1 - lam) * F.cross_entropy(logits, index)
+
+    ours = _grad_pair(lambda a, b: CF.i_mix(a, b, index, lam, temperature=0.2), z_a, z_b)
+    for got, want in zip(ours, _grad_pair(reference, z_a, z_b)):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(CF.i_mix(z_a, z_b, index, 1.0), CF.info_nce(z_a, z_b, temperature=0.2))
+    with pytest.raises(ValueError, match="mix_lambda"):
+        CF.i_mix(z_a, z_b, index, 1.5)
+    with pytest.raises(ValueError, match="mix_index must index"):
+        CF.i_mix(z_a, z_b, index + 1, 0.5)

@@ -128,6 +128,10 @@ LOSSES = {
     "symile": lambda a, b, bs: CF.symile([a, b, b.flip(1)], logit_scale=3.0, block_size=bs),
     "margin_info_nce": lambda a, b, bs: CF.margin_info_nce(a, b, kind="angular", temperature=0.2, block_size=bs),
     "cwcl": lambda a, b, bs: CF.cwcl(a, b, block_size=bs),
+    "mochi": lambda a, b, bs: CF.mochi(
+        a, b, b.detach().flip(0), n_hard=9, generator=torch.Generator().manual_seed(0), block_size=bs
+    ),
+    "i_mix": lambda a, b, bs: CF.i_mix(a, b, torch.arange(a.shape[0]).roll(2), 0.3, block_size=bs),
     "moco": lambda a, b, bs: CF.moco_info_nce(a, b, b.detach().flip(0) * 0.9, block_size=bs),
     "align_uniform_queue": lambda a, b, bs: CF.align_uniform_queue(a, b, b.detach().flip(0), block_size=bs),
 }

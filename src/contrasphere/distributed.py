@@ -115,6 +115,9 @@ class GatherLoss(nn.Module):
     def _gather(self, name: str, value: Tensor) -> Tensor:
         if name not in self.spec.inputs or name in self.spec.shared:
             return value
+        if name in self.spec.indices and is_initialized() and world_size() > 1:  # local row indices -> global
+            sizes = _sizes(value.shape[0], value.device)
+            return all_gather_with_grad(value + sum(sizes[: rank()]))[0]
         if name in self.spec.stacked:  # (V, N, D): gather the samples, dimension 1
             return all_gather_with_grad(value.transpose(0, 1))[0].transpose(0, 1)
         return all_gather_with_grad(value)[0]

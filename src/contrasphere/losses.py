@@ -38,25 +38,34 @@ class LossSpec:
     paper: str
     shared: tuple[str, ...] = ()  # inputs that are the same on every rank (a queue): not gathered
     stacked: tuple[str, ...] = ()  # inputs shaped (V, N, D): several views of the batch, samples along dim 1
+    indices: tuple[str, ...] = ()  # inputs that hold row indices into the batch: offset by rank when gathered
 
 
 _REGISTRY: dict[str, LossSpec] = {}
 
 
 def register_loss(
-    name: str, *, inputs: tuple[str, ...], paper: str, shared: tuple[str, ...] = (), stacked: tuple[str, ...] = ()
+    name: str,
+    *,
+    inputs: tuple[str, ...],
+    paper: str,
+    shared: tuple[str, ...] = (),
+    stacked: tuple[str, ...] = (),
+    indices: tuple[str, ...] = (),
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator that adds a loss module to the registry under ``name``.
 
     ``inputs`` names the forward arguments; ``shared`` those among them that every rank holds whole (a MoCo
     queue), which distributed training must not gather; ``stacked`` those shaped ``(V, N, D)`` (views or
-    modalities), whose samples run along dimension 1.
+    modalities), whose samples run along dimension 1; ``indices`` those that hold row indices into the batch.
     """
 
     def add(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"a loss named {name!r} is registered already ({_REGISTRY[name].cls.__name__})")
-        _REGISTRY[name] = LossSpec(name=name, cls=cls, inputs=inputs, paper=paper, shared=shared, stacked=stacked)
+        _REGISTRY[name] = LossSpec(
+            name=name, cls=cls, inputs=inputs, paper=paper, shared=shared, stacked=stacked, indices=indices
+        )
         return cls
 
     return add
@@ -580,6 +589,67 @@ class CWCLLoss(nn.Module):
 
     def forward(self, z_a: Tensor, z_b: Tensor, z_ref: Tensor | None = None) -> Tensor:
         return CF.cwcl(z_a, z_b, temperature=self.temperature, z_ref=z_ref, block_size=self.block_size)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature",))
+
+
+@register_loss(
+    "mochi", inputs=("q", "k", "queue"), paper="Kalantidis et al. (MoCHi), NeurIPS 2020, Sec. 4.1", shared=("queue",)
+)
+class MoCHiLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.mochi`; draws the synthetic negatives from torch's global RNG."""
+
+    def __init__(
+        self,
+        temperature: float = 0.2,
+        n_hard: int = 1024,
+        s_mix: int = 512,
+        s_query: int = 256,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.temperature = check.positive(temperature, "temperature")
+        self.n_hard, self.s_mix, self.s_query = n_hard, s_mix, s_query
+
+    def forward(self, q: Tensor, k: Tensor, queue: Tensor) -> Tensor:
+        return CF.mochi(
+            q,
+            k,
+            queue,
+            temperature=self.temperature,
+            n_hard=self.n_hard,
+            s_mix=self.s_mix,
+            s_query=self.s_query,
+            block_size=self.block_size,
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "n_hard", "s_mix", "s_query"))
+
+
+@register_loss(
+    "i_mix",
+    inputs=("z_a", "z_b", "mix_index", "mix_lambda"),
+    paper="Lee et al. (i-Mix), ICLR 2021, Eq. 3",
+    shared=("mix_lambda",),
+    indices=("mix_index",),
+)
+class IMixLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.i_mix`; mix the inputs with :func:`~contrasphere.functional.mix_inputs`.
+
+    Under torch.distributed each rank mixes within its own batch (``mix_index`` is offset by rank when gathered);
+    use the same ``mix_lambda`` on every rank (draw it from a generator seeded alike).
+    """
+
+    def __init__(self, temperature: float = 0.2, block_size: int | None = None) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.temperature = check.positive(temperature, "temperature")
+
+    def forward(self, z_a: Tensor, z_b: Tensor, mix_index: Tensor, mix_lambda: float | Tensor) -> Tensor:
+        return CF.i_mix(z_a, z_b, mix_index, mix_lambda, temperature=self.temperature, block_size=self.block_size)
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature",))

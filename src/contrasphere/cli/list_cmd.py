@@ -21,6 +21,8 @@ def describe(spec: LossSpec) -> dict:
     """One registry entry as a JSON-ready dict: name, paper, inputs, engine use and distributed support."""
     uses_engine = "block_size" in inspect.signature(spec.cls.__init__).parameters
     distributed = "gathers " + ", ".join(i for i in spec.inputs if i not in spec.shared)
+    if spec.indices:
+        distributed += f" ({', '.join(spec.indices)} offset by rank)"
     if spec.shared:
         distributed += f"; {', '.join(spec.shared)} shared, not gathered"
     return {

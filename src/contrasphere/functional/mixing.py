@@ -1,0 +1,160 @@
+"""Mixing in contrastive learning: synthetic hard negatives (MoCHi) and mixed inputs with virtual labels (i-Mix)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _validate as check
+from ..pairwise import acc_dtype, row_logsumexp
+from .contrastive import _dot, _pair
+
+
+def _count(value: int, name: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@torch.no_grad()
+def mochi_negatives(
+    q: Tensor,
+    queue: Tensor,
+    *,
+    n_hard: int = 1024,
+    s_mix: int = 512,
+    s_query: int = 256,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""MoCHi's synthetic hard negatives for each query, ``(N, s_mix + s_query, D)`` unit vectors, no gradient.
+
+    Kalantidis et al., "Hard Negative Mixing for Contrastive Learning", NeurIPS 2020, Section 4.1: among the
+    ``n_hard`` negatives of the queue most similar to query :math:`q`, mix random pairs,
+    :math:`h = \mathrm{normalize}(\alpha n_i + (1-\alpha) n_j)` with :math:`\alpha \sim U(0, 1)` (``s_mix`` of
+    them), and mix the query itself in, :math:`h' = \mathrm{normalize}(\beta q + (1-\beta) n_j)` with
+    :math:`\beta \sim U(0, 0.5)` (``s_query`` of them, harder still).
+    """
+    n_hard = _count(n_hard, "n_hard", 1)
+    s_mix, s_query = _count(s_mix, "s_mix"), _count(s_query, "s_query")
+    dtype = acc_dtype(q)
+    q, queue = q.detach().to(dtype), queue.detach().to(dtype)
+    n, k = q.shape[0], queue.shape[0]
+    hardest = (q @ queue.T).topk(min(n_hard, k), dim=1).indices  # (N, n_hard)
+    h = hardest.shape[1]
+
+    def pick(count: int) -> Tensor:  # (N, count, D): random rows among each query's hardest negatives
+        slots = torch.randint(0, h, (n, count), generator=generator, device=q.device)
+        return queue[hardest.gather(1, slots)]
+
+    def uniform(count: int, high: float) -> Tensor:
+        return high * torch.rand(n, count, 1, generator=generator, device=q.device, dtype=dtype)
+
+    alpha, beta = uniform(s_mix, 1.0), uniform(s_query, 0.5)
+    mixed = alpha * pick(s_mix) + (1 - alpha) * pick(s_mix)
+    with_query = beta * q[:, None, :] + (1 - beta) * pick(s_query)
+    return F.normalize(torch.cat([mixed, with_query], dim=1), dim=2)
+
+
+def mochi(
+    q: Tensor,
+    k: Tensor,
+    queue: Tensor,
+    *,
+    temperature: float = 0.2,
+    n_hard: int = 1024,
+    s_mix: int = 512,
+    s_query: int = 256,
+    synthetic: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""MoCo's InfoNCE with MoCHi's synthetic hard negatives added to the queue's.
+
+    :math:`\mathcal{L} = -\frac1N\sum_i \log \frac{e^{s_{i+}}}{e^{s_{i+}} + \sum_{\kappa \in \text{queue}} e^{s_{i\kappa}}
+    + \sum_{h \in H_i} e^{s_{ih}}}` with :math:`H_i` from :func:`mochi_negatives` (Kalantidis et al. 2020, Eq. 1
+    with the synthetic set; defaults are the paper's ImageNet-100 setting ``N=1024, s=512, s'=256``). Give
+    ``synthetic`` ``(N, S, D)`` to use fixed negatives; otherwise they are drawn with ``generator``.
+
+    Shape:
+        q, k: ``(N, D)`` unit vectors; queue: ``(K, D)`` unit vectors. Returns a scalar.
+    """
+    temperature = check.positive(temperature, "temperature")
+    q, k = _pair(q, k)
+    queue = check.embeddings(queue, "queue", why="the queue holds the negatives", keep_dtype=True)
+    check.same_dim(q, queue, "q", "queue")
+    if synthetic is None:
+        synthetic = mochi_negatives(q, queue, n_hard=n_hard, s_mix=s_mix, s_query=s_query, generator=generator)
+    elif synthetic.ndim != 3 or synthetic.shape[0] != q.shape[0] or synthetic.shape[2] != q.shape[1]:
+        raise ValueError(
+            f"synthetic must have shape (N, S, D) = ({q.shape[0]}, S, {q.shape[1]}), got {tuple(synthetic.shape)}"
+        )
+    scale = 1.0 / temperature
+    dtype = acc_dtype(q)
+    s_pos = scale * _dot(q, k)
+    lse = torch.logaddexp(s_pos, row_logsumexp(q, queue.detach().to(q.dtype), scale=scale, block_size=block_size))
+    if synthetic.shape[1]:
+        s_syn = scale * torch.einsum("nd,nsd->ns", q.to(dtype), synthetic.detach().to(dtype))
+        lse = torch.logaddexp(lse, torch.logsumexp(s_syn, dim=1))
+    return (lse - s_pos).mean()
+
+
+def mix_inputs(
+    x: Tensor, *, alpha: float = 1.0, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, float]:
+    r"""i-Mix's input mixing: ``(lam * x + (1 - lam) * x[mix_index], mix_index, lam)``.
+
+    One :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` per batch and a random permutation ``mix_index``, as in
+    Lee et al., "i-Mix: A Domain-Agnostic Strategy for Contrastive Representation Learning", ICLR 2021,
+    Algorithm 1. Works on any input (images, token embeddings, features): mixing is along dimension 0.
+    """
+    alpha = check.positive(alpha, "alpha")
+    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 2:
+        raise ValueError("x must be a tensor whose first dimension holds at least 2 samples to mix")
+    lam = _beta(alpha, generator)
+    mix_index = torch.randperm(x.shape[0], generator=generator, device="cpu").to(x.device)
+    return lam * x + (1 - lam) * x[mix_index], mix_index, lam
+
+
+def _beta(alpha: float, generator: torch.Generator | None) -> float:
+    """One Beta(alpha, alpha) draw; reproducible from ``generator`` when one is given."""
+    beta = torch.distributions.Beta(torch.tensor(alpha), torch.tensor(alpha))
+    if generator is None:
+        return float(beta.sample())
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return float(beta.sample())
+
+
+def i_mix(
+    z_a: Tensor,
+    z_b: Tensor,
+    mix_index: Tensor,
+    mix_lambda: float | Tensor,
+    *,
+    temperature: float = 0.2,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""i-Mix's N-pair loss: the embedding of a mixed input must pick out both sources, weighted by the mix.
+
+    With ``z_a`` the embeddings of :func:`mix_inputs`' output and ``z_b`` those of the other, unmixed view:
+    :math:`\mathcal{L} = \frac1N\sum_i \big(\lambda\, \ell_i(i) + (1-\lambda)\, \ell_i(\pi(i))\big)`, where
+    :math:`\ell_i(j) = -\log \mathrm{softmax}_j(\langle a_i, b_\cdot\rangle / \tau)` is the cross-entropy against
+    virtual label ``j`` (Lee et al. 2021, Eq. 3, N-pair form). ``mix_lambda = 1`` gives InfoNCE.
+
+    Shape:
+        z_a, z_b: ``(N, D)``; mix_index: ``(N,)`` the permutation used to mix; mix_lambda: a scalar in [0, 1].
+    """
+    temperature = check.positive(temperature, "temperature")
+    z_a, z_b = _pair(z_a, z_b)
+    mix_index = check.labels(mix_index, z_a.shape[0], "mix_index")
+    if int(mix_index.min()) < 0 or int(mix_index.max()) >= z_a.shape[0]:
+        raise ValueError(f"mix_index must index rows 0..{z_a.shape[0] - 1}")
+    lam = float(mix_lambda)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"mix_lambda is a mixing weight and must be in [0, 1], got {lam}")
+    scale = 1.0 / temperature
+    lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
+    target = lam * _dot(z_a, z_b) + (1 - lam) * _dot(z_a, z_b[mix_index])
+    return (lse - scale * target).mean()
