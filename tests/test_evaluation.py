@@ -1,0 +1,104 @@
+"""Evaluation protocols against scikit-learn, scipy and direct loops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+from contrasphere import evaluation as E
+
+
+def _clusters(n, d=8, classes=4, seed=0, noise=0.8):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, d, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, classes, (n,), generator=g)
+    return centres[y] + noise * torch.randn(n, d, generator=g, dtype=torch.float64), y
+
+
+@pytest.mark.parametrize("k", [1, 7, 50, 1000])
+def test_knn_matches_scikit_learn(k):
+    train_z, train_y = _clusters(300, seed=1)
+    test_z, test_y = _clusters(97, seed=2, noise=1.5)
+    tau = 0.1
+    ours = E.knn_predict(train_z, train_y, test_z, k=k, temperature=tau, chunk_size=13)
+    n_neighbors = min(k, 300)
+    sk = KNeighborsClassifier(n_neighbors=n_neighbors, metric="cosine", weights=lambda d: np.exp((1 - d) / tau))
+    sk.fit(train_z.numpy(), train_y.numpy())
+    assert torch.equal(ours, torch.from_numpy(sk.predict(test_z.numpy())))
+    accuracy = E.knn_accuracy(train_z, train_y, test_z, test_y, k=k, temperature=tau)
+    assert accuracy == pytest.approx(float((ours == test_y).double().mean()))
+
+
+def test_knn_on_tiny_sets_and_bad_input():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert E.knn_predict(z, torch.tensor([0, 1]), torch.tensor([[0.9, 0.1], [0.2, 0.8]]), k=200).tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"train_y must have shape \(2,\)"):
+        E.knn_predict(z, torch.tensor([0]), z)
+    with pytest.raises(ValueError, match="k must be"):
+        E.knn_predict(z, torch.tensor([0, 1]), z, k=0)
+    with pytest.raises(ValueError, match="same embedding dimension"):
+        E.knn_predict(z, torch.tensor([0, 1]), torch.ones(1, 3))
+
+
+def test_linear_probe_matches_logistic_regression_on_digits():
+    digits = load_digits()
+    x, y = digits.data.astype(np.float64), digits.target
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:1300], order[1300:]
+    ours = E.linear_probe(x[train], y[train], x[test], y[test], epochs=60, lr=1e-2)
+    # scikit-learn on the same features: L2-normalised, then standardised on the training set
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    mean, std = xn[train].mean(0), np.maximum(xn[train].std(0, ddof=1), 1e-6)
+    sk = LogisticRegression(max_iter=2000, C=10.0).fit((xn[train] - mean) / std, y[train])
+    sk_accuracy = sk.score((xn[test] - mean) / std, y[test])
+    assert ours["test_accuracy"] > 0.93 and abs(ours["test_accuracy"] - sk_accuracy) < 0.03
+    assert ours["train_accuracy"] >= ours["test_accuracy"] - 0.02 and math.isfinite(ours["test_loss"])
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 6, 200).astype(float)  # many ties
+    y = x + rng.normal(0, 2, 200)
+    assert E.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert E.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="constant"):
+        E.spearman([1, 1, 1], [1, 2, 3])
+    z_a, z_b = torch.randn(50, 4, dtype=torch.float64), torch.randn(50, 4, dtype=torch.float64)
+    gold = rng.uniform(0, 5, 50)
+    cos = torch.nn.functional.cosine_similarity(z_a, z_b).numpy()
+    assert E.sts_spearman(z_a, z_b, gold) == pytest.approx(spearmanr(cos, gold).statistic, abs=1e-12)
+
+
+def _loop_recall(q, g, q_groups, g_groups, k):
+    q = torch.nn.functional.normalize(q, dim=1)
+    g = torch.nn.functional.normalize(g, dim=1)
+    hits = 0
+    for i in range(q.shape[0]):
+        top = torch.argsort(q[i] @ g.T, descending=True)[:k]
+        hits += int(any(g_groups[j] == q_groups[i] for j in top))
+    return hits / q.shape[0]
+
+
+def test_retrieval_recall_matches_a_loop():
+    images = torch.randn(30, 6, dtype=torch.float64)
+    captions = images.repeat_interleave(5, 0) + 1.2 * torch.randn(150, 6, dtype=torch.float64)  # 5 captions each
+    image_of_caption = torch.arange(30).repeat_interleave(5)
+    text_to_image = E.retrieval_recall(captions, images, image_of_caption, ks=(1, 5, 10), chunk_size=7)
+    image_to_text = E.retrieval_recall_many(images, captions, torch.arange(30), image_of_caption, chunk_size=4)
+    for k in (1, 5, 10):
+        assert text_to_image[f"R@{k}"] == pytest.approx(
+            _loop_recall(captions, images, image_of_caption, torch.arange(30), k)
+        )
+        assert image_to_text[f"R@{k}"] == pytest.approx(
+            _loop_recall(images, captions, torch.arange(30), image_of_caption, k)
+        )
+    assert E.retrieval_recall(images, images, torch.arange(30))["R@1"] == 1.0
+    with pytest.raises(ValueError, match="no item in the gallery"):
+        E.retrieval_recall(images, images[:5], torch.arange(30))
