@@ -432,3 +432,53 @@ def test_i_mix_matches_its_two_cross_entropies():
         CF.i_mix(z_a, z_b, index, 1.5)
     with pytest.raises(ValueError, match="mix_index must index"):
         CF.i_mix(z_a, z_b, index + 1, 0.5)
+
+
+# --- CACR, against the authors' code (github.com/JegZheng/CACR-SSL, Euclidean cost), on the CPU -------------------
+def cacr_loss1(latent_codes_list, alpha=1.0, tau_pos=1.0):
+    loss1 = 0.0
+    for x in range(len(latent_codes_list)):
+        z_x = latent_codes_list[x]
+        mask = list(range(len(latent_codes_list)))
+        mask.pop(x)
+        masked_z_x = torch.stack(latent_codes_list, dim=0)[mask]
+        cost = (z_x - masked_z_x).norm(p=2, dim=-1).pow(2).transpose(1, 0).mul(alpha)
+        dist = cost.mul(tau_pos / alpha)
+        weights = torch.softmax(dist, dim=1)
+        loss1 += (cost * weights).sum(1).mean()
+    return loss1 / (len(latent_codes_list))
+
+
+def cacr_negative(z_x, z_y, beta=1.0, tau_neg=1.0):
+    cost = torch.norm(z_x[:, None] - z_y, dim=-1).pow(2).mul(-beta)
+    cost = cost.masked_select(~torch.from_numpy(np.eye(cost.shape[0], dtype=bool))).view(
+        cost.shape[0], cost.shape[0] - 1
+    )
+    dist = cost.mul(tau_neg / beta)
+    weights = torch.softmax(dist, dim=1)
+    return (cost * weights).sum(1).mean()
+
+
+def cacr_loss2(latent_codes_list, beta=1.0, tau_neg=1.0):
+    loss2, counter = 0.0, 0
+    for x in range(len(latent_codes_list)):
+        for y in range(x + 1, len(latent_codes_list)):
+            loss2 += cacr_negative(latent_codes_list[x], latent_codes_list[y], beta=beta, tau_neg=tau_neg)
+            counter += 1
+    return loss2 / counter
+
+
+@pytest.mark.parametrize("n_views", [2, 4])
+@pytest.mark.parametrize("alpha,beta,tau_pos,tau_neg", [(1.0, 1.0, 1.0, 1.0), (2.0, 0.5, 3.0, 0.7)])
+def test_cacr_matches_authors_code(n_views, alpha, beta, tau_pos, tau_neg):
+    views = torch.stack([sphere(11, 6, seed=90 + v) for v in range(n_views)]).requires_grad_()
+    ours = CF.cacr(views, alpha=alpha, beta=beta, tau_pos=tau_pos, tau_neg=tau_neg)
+    as_list = list(views.unbind(0))
+    ref = cacr_loss1(as_list, alpha, tau_pos) + cacr_loss2(as_list, beta, tau_neg)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, views)[0], torch.autograd.grad(ref, views)[0])
+    if n_views == 2:  # one positive: the attraction is alpha times the alignment
+        attraction_only = CF.cacr(views, alpha=alpha, beta=beta, tau_pos=tau_pos, tau_neg=tau_neg) - cacr_loss2(
+            as_list, beta, tau_neg
+        )
+        torch.testing.assert_close(attraction_only, alpha * CF.alignment(views[0], views[1]))

@@ -63,10 +63,15 @@ def test_every_loss_is_finite_differentiable_and_invariant(name):
     assert any(g.abs().sum() > 0 for g in grads)
     # invariances: a permutation of the batch, and (but for objectives that act on single coordinates) a rotation
     rot, _ = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))
-    perm = torch.randperm(next(iter(kw.values())).shape[0])
+    spec = loss_spec(name)
+    first = spec.inputs[0]
+    perm = torch.randperm(kw[first].shape[1 if first in spec.stacked else 0])
     rotated = {k: (v.detach() @ rot if v.is_floating_point() and v.ndim >= 2 else v) for k, v in kw.items()}
-    shared = loss_spec(name).shared  # a queue is not part of the batch: it stays as it is
-    permuted = {k: v.detach() if k in shared else v.detach()[perm] for k, v in kw.items()}
+
+    def permute(k, v):  # a queue is not part of the batch; stacked views hold the samples along dimension 1
+        return v.detach() if k in spec.shared else v.detach()[:, perm] if k in spec.stacked else v.detach()[perm]
+
+    permuted = {k: permute(k, v) for k, v in kw.items()}
     if name not in COORDINATE_WISE:
         torch.manual_seed(5)
         torch.testing.assert_close(loss_fn(**rotated), value.detach(), rtol=1e-9, atol=1e-9)
@@ -136,6 +141,7 @@ MODULE_VS_FUNCTION = {
         lambda kw, m: CF.margin_info_nce(kw["z_a"], kw["z_b"], temperature=0.1, margin=0.2, kind="angular"),
     ),
     "cwcl": ({"temperature": 0.2}, lambda kw, m: CF.cwcl(kw["z_a"], kw["z_b"], temperature=0.2)),
+    "cacr": ({"alpha": 2.0, "tau_neg": 0.5}, lambda kw, m: CF.cacr(kw["views"], alpha=2.0, tau_neg=0.5)),
     "mochi": (
         {"n_hard": 20, "s_mix": 8, "s_query": 4},
         lambda kw, m: CF.mochi(kw["q"], kw["k"], kw["queue"], n_hard=20, s_mix=8, s_query=4),

@@ -39,6 +39,7 @@ class LossSpec:
     shared: tuple[str, ...] = ()  # inputs that are the same on every rank (a queue): not gathered
     stacked: tuple[str, ...] = ()  # inputs shaped (V, N, D): several views of the batch, samples along dim 1
     indices: tuple[str, ...] = ()  # inputs that hold row indices into the batch: offset by rank when gathered
+    dense_pairs: bool = False  # reduces over all pairs without the tiled engine (memory N x N)
 
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -52,6 +53,7 @@ def register_loss(
     shared: tuple[str, ...] = (),
     stacked: tuple[str, ...] = (),
     indices: tuple[str, ...] = (),
+    dense_pairs: bool = False,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator that adds a loss module to the registry under ``name``.
 
@@ -64,7 +66,14 @@ def register_loss(
         if name in _REGISTRY:
             raise ValueError(f"a loss named {name!r} is registered already ({_REGISTRY[name].cls.__name__})")
         _REGISTRY[name] = LossSpec(
-            name=name, cls=cls, inputs=inputs, paper=paper, shared=shared, stacked=stacked, indices=indices
+            name=name,
+            cls=cls,
+            inputs=inputs,
+            paper=paper,
+            shared=shared,
+            stacked=stacked,
+            indices=indices,
+            dense_pairs=dense_pairs,
         )
         return cls
 
@@ -653,3 +662,19 @@ class IMixLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature",))
+
+
+@register_loss("cacr", inputs=("views",), paper="Zheng et al. (CACR), TMLR 2023", stacked=("views",), dense_pairs=True)
+class CACRLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.cacr`."""
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, tau_pos: float = 1.0, tau_neg: float = 1.0) -> None:
+        super().__init__()
+        self.alpha, self.beta = check.positive(alpha, "alpha"), check.positive(beta, "beta")
+        self.tau_pos, self.tau_neg = check.non_negative(tau_pos, "tau_pos"), check.non_negative(tau_neg, "tau_neg")
+
+    def forward(self, views: Tensor) -> Tensor:
+        return CF.cacr(views, alpha=self.alpha, beta=self.beta, tau_pos=self.tau_pos, tau_neg=self.tau_neg)
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("alpha", "beta", "tau_pos", "tau_neg"))

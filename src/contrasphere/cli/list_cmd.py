@@ -31,6 +31,7 @@ def describe(spec: LossSpec) -> dict:
         "paper": spec.paper,
         "inputs": list(spec.inputs),
         "engine": uses_engine,
+        "dense_pairs": spec.dense_pairs,
         "distributed": distributed,
     }
 
@@ -42,7 +43,9 @@ def markdown() -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        engine = "yes (`block_size`)" if r["engine"] else "no: linear in N, no N x N matrix"
+        engine = "yes (`block_size`)" if r["engine"] else "not needed: no N x N matrix"
+        if r["dense_pairs"]:
+            engine = "no: dense N x N"
         inputs = ", ".join(f"`{i}`" for i in r["inputs"])
         lines.append(f"| `{r['name']}` | `{r['class']}` | {r['paper']} | {inputs} | {engine} | {r['distributed']} |")
     return "\n".join(lines)

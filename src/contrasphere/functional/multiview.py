@@ -171,3 +171,52 @@ def cwcl(
         lse = row_logsumexp(raw_x, raw_y, scale=scale, block_size=block_size)
         terms.append((lse - scale * weighted / weight_sums).mean())
     return torch.stack(terms).mean()
+
+
+def cacr(
+    views: Tensor | Sequence[Tensor],
+    *,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    tau_pos: float = 1.0,
+    tau_neg: float = 1.0,
+) -> Tensor:
+    r"""Contrastive attraction and contrastive repulsion (CACR).
+
+    Zheng et al., "Contrastive Attraction and Contrastive Repulsion for Representation Learning", TMLR 2023 (the
+    authors' code, Euclidean cost). With ``V`` views and squared distances :math:`d`:
+
+    - attraction: each view is pulled towards the sample's other views, farther ones weighted more,
+      :math:`\frac{1}{V}\sum_x \frac1N\sum_n \sum_{y \ne x} \pi^+_{ny}\, \alpha d(z^x_n, z^y_n)` with
+      :math:`\pi^+ = \mathrm{softmax}_y(\tau^+ d(z^x_n, z^y_n))`;
+    - repulsion: for each pair of views, every other sample is pushed away, closer ones weighted more,
+      :math:`-\frac1N\sum_i \sum_{j \ne i} \pi^-_{ij}\, \beta d(z^x_i, z^y_j)` with
+      :math:`\pi^- = \mathrm{softmax}_j(-\tau^- d(z^x_i, z^y_j))`, averaged over the pairs ``x < y``.
+
+    The loss is their sum. As in the authors' code the conditional weights :math:`\pi` carry gradient. With two
+    views the attraction is ``alpha`` times the alignment loss. The repulsion is computed densely, one ``N x N``
+    matrix per pair of views.
+
+    Shape:
+        views: ``(V, N, D)`` or a sequence of ``V`` tensors ``(N, D)``, ``V >= 2``, ``N >= 2``. Returns a scalar.
+    """
+    alpha, beta = check.positive(alpha, "alpha"), check.positive(beta, "beta")
+    tau_pos, tau_neg = check.non_negative(tau_pos, "tau_pos"), check.non_negative(tau_neg, "tau_neg")
+    zs = _stack(views, "views", 2)
+    if zs.shape[1] < 2:
+        raise ValueError("CACR's repulsion needs at least 2 samples per view")
+    zs = zs.to(acc_dtype(zs))
+    n_views, n = zs.shape[0], zs.shape[1]
+    attraction = []
+    for x in range(n_views):
+        others = torch.cat([zs[:x], zs[x + 1 :]])  # (V-1, N, D)
+        cost = alpha * (zs[x][None] - others).pow(2).sum(2).T  # (N, V-1)
+        attraction.append((cost * torch.softmax(tau_pos * cost / alpha, dim=1)).sum(1).mean())
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=zs.device)
+    repulsion = []
+    for x in range(n_views):
+        for y in range(x + 1, n_views):
+            d = (zs[x].pow(2).sum(1, keepdim=True) + zs[y].pow(2).sum(1) - 2 * zs[x] @ zs[y].T).clamp_min(0)
+            d = d[off_diagonal].view(n, n - 1)
+            repulsion.append(-beta * (torch.softmax(-tau_neg * d, dim=1) * d).sum(1).mean())
+    return torch.stack(attraction).mean() + torch.stack(repulsion).mean()
