@@ -410,19 +410,21 @@ def test_mochi_matches_moco_reference_with_the_synthetic_negatives():
     assert torch.equal(seeded[0], seeded[1]) and seeded[0] > no_synthetic  # harder negatives, larger loss
 
 
-def test_i_mix_matches_its_two_cross_entropies():
+def test_i_mix_matches_the_authors_weighted_cross_entropies():
     z_a = sphere(9, 5, seed=84, grad=True)
     z_b = near(z_a, 0.4).requires_grad_()
     x = torch.randn(9, 3)
     mixed, index, lam = CF.mix_inputs(x, alpha=1.0, generator=torch.Generator().manual_seed(4))
-    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[index])
-    assert sorted(index.tolist()) == list(range(9)) and 0 <= lam <= 1
+    torch.testing.assert_close(mixed, lam[:, None] * x + (1 - lam[:, None]) * x[index])
+    assert sorted(index.tolist()) == list(range(9)) and bool(((lam >= 0.5) & (lam <= 1)).all())
     again = CF.mix_inputs(x, alpha=1.0, generator=torch.Generator().manual_seed(4))
-    assert torch.equal(again[1], index) and again[2] == lam
+    assert torch.equal(again[1], index) and torch.equal(again[2], lam)
+    lam = lam.double()
 
-    def reference(a, b):
+    def reference(a, b):  # the authors' MoCo-based snippet, with the batch's other view as candidates
+        criterion = torch.nn.CrossEntropyLoss(reduction="none")
         logits = a @ b.T / 0.2
-        return lam * F.cross_entropy(logits, torch.arange(9)) + (1 - lam) * F.cross_entropy(logits, index)
+        return (lam * criterion(logits, torch.arange(9)) + (1.0 - lam) * criterion(logits, index)).mean()
 
     ours = _grad_pair(lambda a, b: CF.i_mix(a, b, index, lam, temperature=0.2), z_a, z_b)
     for got, want in zip(ours, _grad_pair(reference, z_a, z_b)):
@@ -430,6 +432,8 @@ def test_i_mix_matches_its_two_cross_entropies():
     torch.testing.assert_close(CF.i_mix(z_a, z_b, index, 1.0), CF.info_nce(z_a, z_b, temperature=0.2))
     with pytest.raises(ValueError, match="mix_lambda"):
         CF.i_mix(z_a, z_b, index, 1.5)
+    with pytest.raises(ValueError, match="one weight per row"):
+        CF.i_mix(z_a, z_b, index, torch.ones(3))
     with pytest.raises(ValueError, match="mix_index must index"):
         CF.i_mix(z_a, z_b, index + 1, 0.5)
 

@@ -26,11 +26,11 @@ def inputs_for(name: str, dtype: torch.dtype, *, n: int = 24, d: int = 16) -> di
         "views": torch.stack([z_a, z_b, near(z_a, 0.7, seed=23)]),
         "modalities": torch.stack([z_a, z_b, near(z_a, 0.7, seed=23)]),
         "mix_index": torch.arange(n).roll(3),
-        "mix_lambda": torch.tensor(0.3, dtype=torch.float64),
+        "mix_lambda": torch.linspace(0.5, 1.0, n, dtype=torch.float64),
     }
     spec = loss_spec(name)
     floating = [role for role in spec.inputs if by_role[role].is_floating_point()]
-    differentiable = [role for role in floating if role not in spec.shared]
+    differentiable = [role for role in floating if role not in spec.shared and role != "mix_lambda"]
     return {
         role: by_role[role].to(dtype).requires_grad_(role in differentiable) if role in floating else by_role[role]
         for role in spec.inputs

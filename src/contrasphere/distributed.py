@@ -113,8 +113,8 @@ class GatherLoss(nn.Module):
         return self.loss(**{name: self._gather(name, value) for name, value in inputs.items()})
 
     def _gather(self, name: str, value: Tensor) -> Tensor:
-        if name not in self.spec.inputs or name in self.spec.shared:
-            return value
+        if name not in self.spec.inputs or name in self.spec.shared or not isinstance(value, Tensor) or value.ndim == 0:
+            return value  # shared inputs and scalars are the same on every rank
         if name in self.spec.indices and is_initialized() and world_size() > 1:  # local row indices -> global
             sizes = _sizes(value.shape[0], value.device)
             return all_gather_with_grad(value + sum(sizes[: rank()]))[0]

@@ -642,14 +642,13 @@ class MoCHiLoss(nn.Module):
     "i_mix",
     inputs=("z_a", "z_b", "mix_index", "mix_lambda"),
     paper="Lee et al. (i-Mix), ICLR 2021, Eq. 3",
-    shared=("mix_lambda",),
     indices=("mix_index",),
 )
 class IMixLoss(nn.Module):
     """Module form of :func:`contrasphere.functional.i_mix`; mix the inputs with :func:`~contrasphere.functional.mix_inputs`.
 
-    Under torch.distributed each rank mixes within its own batch (``mix_index`` is offset by rank when gathered);
-    use the same ``mix_lambda`` on every rank (draw it from a generator seeded alike).
+    Under torch.distributed each rank mixes within its own batch (``mix_index`` is offset by rank when gathered,
+    per-sample ``mix_lambda`` is gathered with it).
     """
 
     def __init__(self, temperature: float = 0.2, block_size: int | None = None) -> None:

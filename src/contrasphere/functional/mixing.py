@@ -101,30 +101,28 @@ def mochi(
 
 def mix_inputs(
     x: Tensor, *, alpha: float = 1.0, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor, float]:
-    r"""i-Mix's input mixing: ``(lam * x + (1 - lam) * x[mix_index], mix_index, lam)``.
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""i-Mix's input mixing: ``(mixed, mix_index, mix_lambda)`` with ``mixed[i] = l_i x[i] + (1 - l_i) x[p(i)]``.
 
-    One :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` per batch and a random permutation ``mix_index``, as in
-    Lee et al., "i-Mix: A Domain-Agnostic Strategy for Contrastive Representation Learning", ICLR 2021,
-    Algorithm 1. Works on any input (images, token embeddings, features): mixing is along dimension 0.
+    As in the authors' reference implementation (Lee et al., "i-Mix: A Domain-Agnostic Strategy for Contrastive
+    Representation Learning", ICLR 2021, github.com/kibok90/imix): a random permutation ``p`` of the batch and one
+    weight per sample, :math:`l_i = \max(\lambda_i, 1 - \lambda_i)` with :math:`\lambda_i \sim
+    \mathrm{Beta}(\alpha, \alpha)`, so that each mixed input is dominated by its own sample. Works on any input
+    (images, token embeddings, features): mixing is along dimension 0. Reproducible from ``generator``.
     """
     alpha = check.positive(alpha, "alpha")
     if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 2:
         raise ValueError("x must be a tensor whose first dimension holds at least 2 samples to mix")
-    lam = _beta(alpha, generator)
-    mix_index = torch.randperm(x.shape[0], generator=generator, device="cpu").to(x.device)
-    return lam * x + (1 - lam) * x[mix_index], mix_index, lam
-
-
-def _beta(alpha: float, generator: torch.Generator | None) -> float:
-    """One Beta(alpha, alpha) draw; reproducible from ``generator`` when one is given."""
+    n = x.shape[0]
     beta = torch.distributions.Beta(torch.tensor(alpha), torch.tensor(alpha))
-    if generator is None:
-        return float(beta.sample())
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return float(beta.sample())
+        lam = beta.sample((n,))
+    lam = torch.maximum(lam, 1 - lam).to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    mix_index = torch.randperm(n, generator=generator).to(x.device)
+    weight = lam.view(-1, *([1] * (x.ndim - 1)))
+    return weight * x + (1 - weight) * x[mix_index], mix_index, lam
 
 
 def i_mix(
@@ -139,21 +137,28 @@ def i_mix(
     r"""i-Mix's N-pair loss: the embedding of a mixed input must pick out both sources, weighted by the mix.
 
     With ``z_a`` the embeddings of :func:`mix_inputs`' output and ``z_b`` those of the other, unmixed view:
-    :math:`\mathcal{L} = \frac1N\sum_i \big(\lambda\, \ell_i(i) + (1-\lambda)\, \ell_i(\pi(i))\big)`, where
+    :math:`\mathcal{L} = \frac1N\sum_i \big(\lambda_i\, \ell_i(i) + (1-\lambda_i)\, \ell_i(\pi(i))\big)`, where
     :math:`\ell_i(j) = -\log \mathrm{softmax}_j(\langle a_i, b_\cdot\rangle / \tau)` is the cross-entropy against
-    virtual label ``j`` (Lee et al. 2021, Eq. 3, N-pair form). ``mix_lambda = 1`` gives InfoNCE.
+    virtual label ``j`` (Lee et al. 2021, Eq. 3, N-pair form, with the authors' per-sample weights). ``mix_lambda
+    = 1`` gives InfoNCE.
 
     Shape:
-        z_a, z_b: ``(N, D)``; mix_index: ``(N,)`` the permutation used to mix; mix_lambda: a scalar in [0, 1].
+        z_a, z_b: ``(N, D)``; mix_index: ``(N,)`` the permutation used to mix; mix_lambda: ``(N,)`` weights in
+        [0, 1] (as :func:`mix_inputs` returns) or one scalar for the whole batch.
     """
     temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b)
     mix_index = check.labels(mix_index, z_a.shape[0], "mix_index")
     if int(mix_index.min()) < 0 or int(mix_index.max()) >= z_a.shape[0]:
         raise ValueError(f"mix_index must index rows 0..{z_a.shape[0] - 1}")
-    lam = float(mix_lambda)
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"mix_lambda is a mixing weight and must be in [0, 1], got {lam}")
+    dtype = acc_dtype(z_a)
+    lam = torch.as_tensor(mix_lambda, dtype=dtype, device=z_a.device).detach()
+    if lam.ndim > 1 or (lam.ndim == 1 and lam.shape[0] != z_a.shape[0]):
+        raise ValueError(
+            f"mix_lambda must be a scalar or hold one weight per row ({z_a.shape[0]}), got {tuple(lam.shape)}"
+        )
+    if not bool(((lam >= 0) & (lam <= 1)).all()):
+        raise ValueError("mix_lambda holds mixing weights and must lie in [0, 1]")
     scale = 1.0 / temperature
     lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
     target = lam * _dot(z_a, z_b) + (1 - lam) * _dot(z_a, z_b[mix_index])
