@@ -29,4 +29,6 @@ def make_loss(name: str, dim: int, **kwargs):
 
     if name == "swav":
         kwargs = {"dim": dim, "num_prototypes": 10, **kwargs}
+    if name == "isogclr":  # per-sample state for a training set of this size
+        kwargs = {"num_samples": 1000, **kwargs}
     return contrasphere.create_loss(name, **kwargs)

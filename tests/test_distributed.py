@@ -38,7 +38,7 @@ def _loss(name, block):
     return make_loss(name, D_OUT, **({} if block is None else {"block_size": block})).double()
 
 
-def _loss_inputs(name, z_a, z_b, labels, blocks):
+def _loss_inputs(name, z_a, z_b, labels, blocks, start):
     queue = F.normalize(torch.linspace(-1, 1, 7 * D_OUT, dtype=torch.float64).reshape(7, D_OUT).sin(), dim=1)
     by_role = {
         "z_a": z_a,
@@ -53,14 +53,15 @@ def _loss_inputs(name, z_a, z_b, labels, blocks):
         # each rank mixes within its own rows: reversed blocks (the whole batch is one block per rank)
         "mix_index": torch.cat([torch.arange(s).flip(0) + sum(blocks[:i]) for i, s in enumerate(blocks)]),
         "mix_lambda": 0.75 + 0.2 * torch.tanh(z_a[:, 0].detach()),  # per sample, the same wherever computed
+        "index": torch.arange(z_a.shape[0]) + start,  # sample ids: global row numbers
     }
     return {role: by_role[role] for role in loss_spec(name).inputs}
 
 
-def _step(model, loss_fn, name, x_a, x_b, labels, blocks=tuple(SIZES)):
+def _step(model, loss_fn, name, x_a, x_b, labels, blocks=tuple(SIZES), start=0):
     n = x_a.shape[0]
     z = F.normalize(model(torch.cat([x_a, x_b])), dim=1)  # one forward: DDP wants one per backward
-    loss = loss_fn(**_loss_inputs(name, z[:n], z[n:], labels, list(blocks)))
+    loss = loss_fn(**_loss_inputs(name, z[:n], z[n:], labels, list(blocks), start))
     loss.backward()
     return loss.detach()
 
@@ -79,7 +80,7 @@ def _worker(rank, world, init_file, out_dir):
     for name, block in CASES:
         model = DistributedDataParallel(_model())
         loss_module = _loss(name, block)
-        loss = _step(model, GatherLoss(loss_module), name, x_a[mine], x_b[mine], labels[mine], (SIZES[rank],))
+        loss = _step(model, GatherLoss(loss_module), name, x_a[mine], x_b[mine], labels[mine], (SIZES[rank],), start)
         results[(name, block)] = _result(model.module, loss_module, loss)
     # gradient caching under DDP: chunks of 3 rows on each rank
     model = DistributedDataParallel(_model())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,7 @@ def inputs_for(name: str, dtype: torch.dtype, *, n: int = 24, d: int = 16) -> di
         "modalities": torch.stack([z_a, z_b, near(z_a, 0.7, seed=23)]),
         "mix_index": torch.arange(n).roll(3),
         "mix_lambda": torch.linspace(0.5, 1.0, n, dtype=torch.float64),
+        "index": torch.arange(n) * 7,  # sample ids into a training set
     }
     spec = loss_spec(name)
     floating = [role for role in spec.inputs if by_role[role].is_floating_point()]
@@ -43,6 +46,16 @@ ALL = contrasphere.list_losses()
 COORDINATE_WISE = {"barlow_twins", "swav", "symile"}
 # MoCHi draws negatives row by row; i-Mix's mix_index names rows: a permutation of the batch changes both
 ROW_DEPENDENT = {"mochi", "i_mix"}
+# iSogCLR updates per-sample temperatures in every forward: each evaluation below starts from the same state
+STATEFUL = {"isogclr"}
+
+
+def evaluator(loss_fn, name):
+    """Call ``loss_fn``, or for a stateful loss a fresh copy of its initial state each time."""
+    if name not in STATEFUL:
+        return loss_fn
+    pristine = copy.deepcopy(loss_fn)
+    return lambda **kw: copy.deepcopy(pristine)(**kw)
 
 
 def test_the_registry_holds_the_core_objectives():
@@ -54,8 +67,9 @@ def test_the_registry_holds_the_core_objectives():
 def test_every_loss_is_finite_differentiable_and_invariant(name):
     loss_fn = make_loss(name, 16).double()
     kw = inputs_for(name, torch.float64)
+    run = evaluator(loss_fn, name)
     torch.manual_seed(5)  # the same random draws (MoCHi) for every evaluation below
-    value = loss_fn(**kw)
+    value = run(**kw)
     assert value.ndim == 0 and torch.isfinite(value)
     tensors = [t for t in kw.values() if t.requires_grad] + [p for p in loss_fn.parameters()]
     grads = torch.autograd.grad(value, tensors)
@@ -74,15 +88,15 @@ def test_every_loss_is_finite_differentiable_and_invariant(name):
     permuted = {k: permute(k, v) for k, v in kw.items()}
     if name not in COORDINATE_WISE:
         torch.manual_seed(5)
-        torch.testing.assert_close(loss_fn(**rotated), value.detach(), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(run(**rotated), value.detach(), rtol=1e-9, atol=1e-9)
     if name not in ROW_DEPENDENT:
-        torch.testing.assert_close(loss_fn(**permuted), value.detach(), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(run(**permuted), value.detach(), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_every_loss_is_stable_in_half_precision(name, dtype):
-    loss_fn = make_loss(name, 16)
+    loss_fn = evaluator(make_loss(name, 16), name)
     low = inputs_for(name, dtype)
     torch.manual_seed(6)
     value = loss_fn(**low)
@@ -142,6 +156,8 @@ MODULE_VS_FUNCTION = {
     ),
     "cwcl": ({"temperature": 0.2}, lambda kw, m: CF.cwcl(kw["z_a"], kw["z_b"], temperature=0.2)),
     "cacr": ({"alpha": 2.0, "tau_neg": 0.5}, lambda kw, m: CF.cacr(kw["views"], alpha=2.0, tau_neg=0.5)),
+    # a first step: every temperature tau_init, so each weight is a softmax over the other pairs' differences
+    "isogclr": ({"num_samples": 500, "tau_init": 0.02}, lambda kw, m: _isogclr_first_step(kw["z_a"], kw["z_b"], 0.02)),
     "mochi": (
         {"n_hard": 20, "s_mix": 8, "s_query": 4},
         lambda kw, m: CF.mochi(kw["q"], kw["k"], kw["queue"], n_hard=20, s_mix=8, s_query=4),
@@ -151,6 +167,16 @@ MODULE_VS_FUNCTION = {
         lambda kw, m: CF.i_mix(kw["z_a"], kw["z_b"], kw["mix_index"], kw["mix_lambda"], temperature=0.1),
     ),
 }
+
+
+def _isogclr_first_step(z_a, z_b, tau):
+    sim = z_a @ z_b.T
+    off = ~torch.eye(sim.shape[0], dtype=torch.bool)
+    total = 0.0
+    for diffs in (sim - sim.diagonal()[:, None], (sim - sim.diagonal()[None, :]).T):
+        weights = torch.softmax((diffs / tau).masked_fill(~off, -torch.inf), dim=1).detach()
+        total = total + (weights * diffs).sum(1).mean()
+    return total
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -187,15 +213,16 @@ def test_unknown_names_and_keywords_are_explained():
 
 
 # SwAV's codes (Sinkhorn), MoCHi's synthetic negatives and CWCL's weights (from the frozen modality, by default
-# z_a detached) are computed without gradient by design: a finite-difference gradient sees them move
-STOP_GRADIENT = {"swav", "mochi", "cwcl"}
+# z_a detached) and iSogCLR's weights (a stochastic estimator's) are computed without gradient by design: a
+# finite-difference gradient sees them move
+STOP_GRADIENT = {"swav", "mochi", "cwcl", "isogclr"}
 # unit vectors sit exactly on the spectral loss's default norm cap (mu=1), where it has a kink: cap further out
 GRADCHECK_KW = {"spectral": {"mu": 4.0}}
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n not in STOP_GRADIENT])
 def test_every_loss_passes_gradcheck(name):
-    loss_fn = make_loss(name, 4, **GRADCHECK_KW.get(name, {})).double()
+    loss_fn = evaluator(make_loss(name, 4, **GRADCHECK_KW.get(name, {})).double(), name)
     kw = inputs_for(name, torch.float64, n=6, d=4)
     names = [k for k, v in kw.items() if v.requires_grad]
 

@@ -16,7 +16,7 @@ built on them, behind one registry::
 The core needs only torch and numpy.
 """
 
-from . import functional, metrics
+from . import functional, isogclr, metrics
 from .functional import align_uniform, alignment, uniformity
 from .losses import LossSpec, create_loss, list_losses, loss_spec, register_loss
 
@@ -28,6 +28,7 @@ __all__ = [
     "alignment",
     "create_loss",
     "functional",
+    "isogclr",
     "list_losses",
     "loss_spec",
     "metrics",
