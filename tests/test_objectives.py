@@ -486,3 +486,29 @@ def test_cacr_matches_authors_code(n_views, alpha, beta, tau_pos, tau_neg):
             as_list, beta, tau_neg
         )
         torch.testing.assert_close(attraction_only, alpha * CF.alignment(views[0], views[1]))
+
+
+# --- MACL, against the authors' code (github.com/chenhaoxing/MACL, macl.py) ----------------------------------------
+def macl_authors(fx, gx, tau_init, coefficient, variant):
+    logits = fx @ gx.T
+    A = (torch.trace(logits) / fx.shape[0]).detach()
+    tau = tau_init * coefficient**A if variant == "a" else tau_init * (1 + coefficient * A)
+    P = torch.softmax(logits / tau, dim=1)
+    mask = torch.ones(P.shape, dtype=torch.float64).fill_diagonal_(0).bool()
+    W0 = (P.masked_select(mask)).view(P.shape[0], -1).sum(-1)
+    W = torch.ones(fx.shape[0], dtype=torch.float64) / W0
+    return (-W.detach() * torch.log(P).diag()).mean()
+
+
+@pytest.mark.parametrize(
+    "schedule,variant,coefficient", [("power", "a", 2.0), ("linear", "b", 1.0), ("power", "a", 3.5)]
+)
+def test_macl_matches_authors_code(schedule, variant, coefficient):
+    z_a = sphere(12, 6, seed=95, grad=True)
+    z_b = near(z_a, 0.5).requires_grad_()
+    ours = _grad_pair(lambda a, b: CF.macl(a, b, temperature=0.1, alpha=coefficient, schedule=schedule), z_a, z_b)
+    ref = _grad_pair(lambda a, b: macl_authors(a, b, 0.1, coefficient, variant), z_a, z_b)
+    for got, want in zip(ours, ref):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="schedule"):
+        CF.macl(z_a, z_b, schedule="cosine")

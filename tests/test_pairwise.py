@@ -128,6 +128,7 @@ LOSSES = {
     "symile": lambda a, b, bs: CF.symile([a, b, b.flip(1)], logit_scale=3.0, block_size=bs),
     "margin_info_nce": lambda a, b, bs: CF.margin_info_nce(a, b, kind="angular", temperature=0.2, block_size=bs),
     "cwcl": lambda a, b, bs: CF.cwcl(a, b, block_size=bs),
+    "macl": lambda a, b, bs: CF.macl(a, b, block_size=bs),
     "mochi": lambda a, b, bs: CF.mochi(
         a, b, b.detach().flip(0), n_hard=9, generator=torch.Generator().manual_seed(0), block_size=bs
     ),

@@ -156,6 +156,10 @@ MODULE_VS_FUNCTION = {
     ),
     "cwcl": ({"temperature": 0.2}, lambda kw, m: CF.cwcl(kw["z_a"], kw["z_b"], temperature=0.2)),
     "cacr": ({"alpha": 2.0, "tau_neg": 0.5}, lambda kw, m: CF.cacr(kw["views"], alpha=2.0, tau_neg=0.5)),
+    "macl": (
+        {"temperature": 0.2, "alpha": 1.0, "schedule": "linear"},
+        lambda kw, m: CF.macl(kw["z_a"], kw["z_b"], temperature=0.2, alpha=1.0, schedule="linear"),
+    ),
     # a first step: every temperature tau_init, so each weight is a softmax over the other pairs' differences
     "isogclr": ({"num_samples": 500, "tau_init": 0.02}, lambda kw, m: _isogclr_first_step(kw["z_a"], kw["z_b"], 0.02)),
     "mochi": (
@@ -213,9 +217,9 @@ def test_unknown_names_and_keywords_are_explained():
 
 
 # SwAV's codes (Sinkhorn), MoCHi's synthetic negatives and CWCL's weights (from the frozen modality, by default
-# z_a detached) and iSogCLR's weights (a stochastic estimator's) are computed without gradient by design: a
-# finite-difference gradient sees them move
-STOP_GRADIENT = {"swav", "mochi", "cwcl", "isogclr"}
+# z_a detached), iSogCLR's weights (a stochastic estimator's) and MACL's temperature and weights are computed
+# without gradient by design: a finite-difference gradient sees them move
+STOP_GRADIENT = {"swav", "mochi", "cwcl", "isogclr", "macl"}
 # unit vectors sit exactly on the spectral loss's default norm cap (mu=1), where it has a kink: cap further out
 GRADCHECK_KW = {"spectral": {"mu": 4.0}}
 

@@ -677,3 +677,30 @@ class CACRLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return _extra(self, ("alpha", "beta", "tau_pos", "tau_neg"))
+
+
+@register_loss("macl", inputs=("z_a", "z_b"), paper="Huang et al. (MACL), ICML 2023")
+class MACLLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.macl` (model-aware temperature and reweighting)."""
+
+    def __init__(
+        self, temperature: float = 0.1, alpha: float = 2.0, schedule: str = "power", block_size: int | None = None
+    ) -> None:
+        super().__init__()
+        if schedule not in ("power", "linear"):
+            raise ValueError(f"schedule must be 'power' or 'linear', got {schedule!r}")
+        self.block_size, self.schedule = block_size, schedule
+        self.temperature, self.alpha = check.positive(temperature, "temperature"), check.positive(alpha, "alpha")
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.macl(
+            z_a,
+            z_b,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            schedule=self.schedule,  # type: ignore[arg-type]
+            block_size=self.block_size,
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "alpha", "schedule"))

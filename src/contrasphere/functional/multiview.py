@@ -220,3 +220,43 @@ def cacr(
             d = d[off_diagonal].view(n, n - 1)
             repulsion.append(-beta * (torch.softmax(-tau_neg * d, dim=1) * d).sum(1).mean())
     return torch.stack(attraction).mean() + torch.stack(repulsion).mean()
+
+
+def macl(
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    temperature: float = 0.1,
+    alpha: float = 2.0,
+    schedule: Literal["power", "linear"] = "power",
+    block_size: int | None = None,
+) -> Tensor:
+    r"""Model-aware contrastive learning: a temperature that follows the alignment, and a reweighted InfoNCE.
+
+    Huang et al., "Model-Aware Contrastive Learning: Towards Escaping the Dilemmas", ICML 2023 (the authors'
+    ``MACLa`` / ``MACLb``). With :math:`A = \frac1N\sum_i \langle a_i, b_i\rangle` (no gradient), the temperature
+    is :math:`\tau = \tau_0 \alpha^A` (``"power"``) or :math:`\tau_0 (1 + \alpha A)` (``"linear"``), and with
+    :math:`P_{ij} = \mathrm{softmax}_j(\langle a_i, b_j\rangle / \tau)` the loss is
+    :math:`-\frac1N\sum_i W_i \log P_{ii}` with :math:`W_i = 1 / \sum_{j \ne i} P_{ij}` (no gradient), which undoes
+    the vanishing of the gradient as the positive dominates. One direction, ``a`` to ``b``, as the authors' code.
+
+    Shape:
+        z_a, z_b: ``(N, D)`` unit vectors, ``N >= 2``. Returns a scalar.
+
+    Args:
+        temperature: :math:`\tau_0 > 0` (0.1); alpha: the base :math:`\alpha > 0` of ``"power"`` (the authors'
+            default 2.0) or the slope :math:`\beta` of ``"linear"`` (their default 1.0).
+    """
+    temperature = check.positive(temperature, "temperature")
+    alpha = check.positive(alpha, "alpha")
+    if schedule not in ("power", "linear"):
+        raise ValueError(f"schedule must be 'power' or 'linear', got {schedule!r}")
+    z_a, z_b = _pair(z_a, z_b, min_rows=2, why="the weights need negatives")
+    positive = _dot(z_a, z_b)
+    a_mean = positive.detach().mean()
+    tau = temperature * (alpha**a_mean if schedule == "power" else 1 + alpha * a_mean)
+    s_pos = positive / tau
+    lse_negatives = row_logsumexp(z_a, z_b, scale=1.0 / tau, exclude_diagonal=True, block_size=block_size)
+    lse = torch.logaddexp(lse_negatives, s_pos)
+    weight = torch.exp(lse - lse_negatives).detach()  # 1 / sum_{j != i} P_ij
+    return (weight * (lse - s_pos)).mean()
