@@ -54,6 +54,7 @@ def _loss_inputs(name, z_a, z_b, labels, blocks, start):
         "mix_index": torch.cat([torch.arange(s).flip(0) + sum(blocks[:i]) for i, s in enumerate(blocks)]),
         "mix_lambda": 0.75 + 0.2 * torch.tanh(z_a[:, 0].detach()),  # per sample, the same wherever computed
         "index": torch.arange(z_a.shape[0]) + start,  # sample ids: global row numbers
+        "prior": torch.stack([labels.double(), z_a[:, 1].detach()], dim=1),  # per sample, the same anywhere
     }
     return {role: by_role[role] for role in loss_spec(name).inputs}
 

@@ -512,3 +512,34 @@ def test_macl_matches_authors_code(schedule, variant, coefficient):
         torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="schedule"):
         CF.macl(z_a, z_b, schedule="cosine")
+
+
+# --- decoupled uniformity / KCL, against the authors' DecoupledUniformityLoss --------------------------------------
+def kcl_authors(z, prior, kernel, sigma, lambda_, t):
+    # z: (bsize, nviews, dim) as in the authors' code
+    z = F.normalize(z, p=2, dim=-1)
+    bs = z.shape[0]
+    z = torch.mean(z, dim=1)
+    if prior is not None:
+        if len(prior.shape) == 1:
+            prior = prior.unsqueeze(1).double()
+        if kernel == "rbf":
+            sim = torch.exp(-torch.cdist(prior, prior).pow(2) / (2 * sigma**2))
+        else:
+            unit = F.normalize(prior, dim=1)
+            sim = unit @ unit.T
+        alpha = torch.inverse(sim + lambda_ * torch.eye(bs, dtype=torch.float64)) @ sim
+        z = alpha.detach() @ z
+    return torch.pdist(z, p=2).pow(2).mul(-t).exp().mean().log()
+
+
+@pytest.mark.parametrize("kernel,with_prior", [("rbf", False), ("rbf", True), ("cosine", True)])
+def test_decoupled_uniformity_matches_authors_code(kernel, with_prior):
+    raw = torch.randn(3, 10, 5, dtype=torch.float64, requires_grad=True)  # 3 views of 10 samples, not normalised
+    prior = torch.randn(10, 2, dtype=torch.float64) if with_prior else None
+    ours = CF.decoupled_uniformity(raw, prior, t=2.0, kernel=kernel, sigma=0.7, lambda_=0.05)
+    ref = kcl_authors(raw.transpose(0, 1), prior, kernel, 0.7, 0.05, 2.0)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, raw)[0], torch.autograd.grad(ref, raw)[0])
+    with pytest.raises(ValueError, match="one row of attributes per sample"):
+        CF.decoupled_uniformity(raw, torch.ones(4, 2))

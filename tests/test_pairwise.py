@@ -129,6 +129,9 @@ LOSSES = {
     "margin_info_nce": lambda a, b, bs: CF.margin_info_nce(a, b, kind="angular", temperature=0.2, block_size=bs),
     "cwcl": lambda a, b, bs: CF.cwcl(a, b, block_size=bs),
     "macl": lambda a, b, bs: CF.macl(a, b, block_size=bs),
+    "decoupled_uniformity": lambda a, b, bs: CF.decoupled_uniformity(
+        torch.stack([a, b]), a[:, :2].detach(), block_size=bs
+    ),
     "mochi": lambda a, b, bs: CF.mochi(
         a, b, b.detach().flip(0), n_hard=9, generator=torch.Generator().manual_seed(0), block_size=bs
     ),

@@ -30,10 +30,11 @@ def inputs_for(name: str, dtype: torch.dtype, *, n: int = 24, d: int = 16) -> di
         "mix_index": torch.arange(n).roll(3),
         "mix_lambda": torch.linspace(0.5, 1.0, n, dtype=torch.float64),
         "index": torch.arange(n) * 7,  # sample ids into a training set
+        "prior": torch.linspace(-1, 1, 2 * n, dtype=torch.float64).reshape(n, 2).sin(),  # weak attributes
     }
     spec = loss_spec(name)
     floating = [role for role in spec.inputs if by_role[role].is_floating_point()]
-    differentiable = [role for role in floating if role not in spec.shared and role != "mix_lambda"]
+    differentiable = [role for role in floating if role not in spec.shared and role not in ("mix_lambda", "prior")]
     return {
         role: by_role[role].to(dtype).requires_grad_(role in differentiable) if role in floating else by_role[role]
         for role in spec.inputs
@@ -80,7 +81,8 @@ def test_every_loss_is_finite_differentiable_and_invariant(name):
     spec = loss_spec(name)
     first = spec.inputs[0]
     perm = torch.randperm(kw[first].shape[1 if first in spec.stacked else 0])
-    rotated = {k: (v.detach() @ rot if v.is_floating_point() and v.ndim >= 2 else v) for k, v in kw.items()}
+    embeddings = {"z_a", "z_b", "z", "q", "k", "queue", "views", "modalities"}  # not labels, ids, weights, priors
+    rotated = {k: (v.detach() @ rot if k in embeddings else v) for k, v in kw.items()}
 
     def permute(k, v):  # a queue is not part of the batch; stacked views hold the samples along dimension 1
         return v.detach() if k in spec.shared else v.detach()[:, perm] if k in spec.stacked else v.detach()[perm]
@@ -156,6 +158,10 @@ MODULE_VS_FUNCTION = {
     ),
     "cwcl": ({"temperature": 0.2}, lambda kw, m: CF.cwcl(kw["z_a"], kw["z_b"], temperature=0.2)),
     "cacr": ({"alpha": 2.0, "tau_neg": 0.5}, lambda kw, m: CF.cacr(kw["views"], alpha=2.0, tau_neg=0.5)),
+    "decoupled_uniformity": (
+        {"t": 3.0, "kernel": "cosine"},
+        lambda kw, m: CF.decoupled_uniformity(kw["views"], kw["prior"], t=3.0, kernel="cosine"),
+    ),
     "macl": (
         {"temperature": 0.2, "alpha": 1.0, "schedule": "linear"},
         lambda kw, m: CF.macl(kw["z_a"], kw["z_b"], temperature=0.2, alpha=1.0, schedule="linear"),

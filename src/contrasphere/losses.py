@@ -704,3 +704,42 @@ class MACLLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature", "alpha", "schedule"))
+
+
+@register_loss(
+    "decoupled_uniformity",
+    inputs=("views", "prior"),
+    paper="Dufumier et al. (KCL), ICML 2023",
+    stacked=("views",),
+)
+class DecoupledUniformityLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.decoupled_uniformity`; ``prior`` may be omitted."""
+
+    def __init__(
+        self,
+        t: float = 2.0,
+        kernel: str = "rbf",
+        sigma: float = 1.0,
+        lambda_: float | None = 0.01,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if kernel not in ("rbf", "cosine"):
+            raise ValueError(f"kernel must be 'rbf' or 'cosine', got {kernel!r}")
+        self.t, self.kernel, self.sigma = check.positive(t, "t"), kernel, check.positive(sigma, "sigma")
+        self.lambda_ = None if lambda_ is None else check.positive(lambda_, "lambda_")
+        self.block_size = block_size
+
+    def forward(self, views: Tensor, prior: Tensor | None = None) -> Tensor:
+        return CF.decoupled_uniformity(
+            views,
+            prior,
+            t=self.t,
+            kernel=self.kernel,
+            sigma=self.sigma,
+            lambda_=self.lambda_,  # type: ignore[arg-type]
+            block_size=self.block_size,
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("t", "kernel", "sigma", "lambda_"))

@@ -5,7 +5,7 @@ from .beyond import barlow_twins, sinkhorn, spectral_contrastive, swav
 from .contrastive import clip_loss, dcl, dclw, info_nce, nt_xent, siglip_loss, supcon
 from .mixing import i_mix, mix_inputs, mochi, mochi_negatives
 from .moco import align_uniform_queue, moco_info_nce
-from .multiview import cacr, cmc, cwcl, macl, margin_info_nce, symile
+from .multiview import cacr, cmc, cwcl, decoupled_uniformity, macl, margin_info_nce, symile
 from .negatives import debiased_nt_xent, hard_negative_nt_xent
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "dcl",
     "dclw",
     "debiased_nt_xent",
+    "decoupled_uniformity",
     "hard_negative_nt_xent",
     "i_mix",
     "info_nce",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -260,3 +261,58 @@ def macl(
     lse = torch.logaddexp(lse_negatives, s_pos)
     weight = torch.exp(lse - lse_negatives).detach()  # 1 / sum_{j != i} P_ij
     return (weight * (lse - s_pos)).mean()
+
+
+def decoupled_uniformity(
+    views: Tensor | Sequence[Tensor],
+    prior: Tensor | None = None,
+    *,
+    t: float = 2.0,
+    kernel: Literal["rbf", "cosine"] = "rbf",
+    sigma: float = 1.0,
+    lambda_: float | None = 0.01,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""Decoupled uniformity, optionally with prior knowledge through a kernel (KCL).
+
+    Dufumier et al., "Integrating Prior Knowledge in Contrastive Learning with Kernel", ICML 2023 (the authors'
+    ``DecoupledUniformityLoss``). Each view is projected onto the sphere, the views of a sample are averaged into a
+    centroid :math:`\mu_i` (not re-normalised: its norm keeps the alignment), and the loss is the uniformity of the
+    centroids, :math:`\log \frac{1}{N(N-1)}\sum_{i \ne j} e^{-t\lVert\mu_i - \mu_j\rVert^2}`. With a ``prior``
+    (weak attributes or a generative model's representation of each sample), the centroids are the kernel ridge
+    estimates :math:`\hat\mu = (K + \lambda I)^{-1} K \bar z` with :math:`K` the prior's kernel matrix (no
+    gradient), so samples with similar priors share their centroid. The uniformity runs through the engine; the
+    prior's ``N x N`` kernel solve is dense.
+
+    Shape:
+        views: ``(V, N, D)`` or a sequence of ``V`` tensors ``(N, D)``; prior: ``(N,)`` or ``(N, P)`` or None.
+
+    Args:
+        t: the uniformity scale (2); kernel: ``"rbf"`` (:math:`e^{-\lVert p - p'\rVert^2 / 2\sigma^2}`) or
+            ``"cosine"``; sigma: the RBF width; lambda_: the ridge :math:`\lambda` (0.01; None means
+            :math:`1/\sqrt N`, as the authors' code).
+    """
+    from .align_uniform import uniformity
+
+    zs = _stack(views, "views", 1)
+    if kernel not in ("rbf", "cosine"):
+        raise ValueError(f"kernel must be 'rbf' or 'cosine', got {kernel!r}")
+    n = zs.shape[1]
+    centroids = torch.nn.functional.normalize(zs.to(acc_dtype(zs)), dim=-1).mean(0)
+    if prior is not None:
+        prior = check.promote(prior) if isinstance(prior, Tensor) else prior
+        if not isinstance(prior, Tensor) or prior.shape[0] != n or prior.ndim > 2:
+            raise ValueError(f"prior needs one row of attributes per sample, shape ({n},) or ({n}, P)")
+        check.finite(prior, "prior")
+        p = prior.detach().to(centroids.dtype).reshape(n, -1)
+        if kernel == "rbf":
+            gram = torch.exp(
+                -((p[:, None, :] - p[None, :, :]) ** 2).sum(-1) / (2 * check.positive(sigma, "sigma") ** 2)
+            )
+        else:
+            unit = torch.nn.functional.normalize(p, dim=1)
+            gram = unit @ unit.T
+        ridge = 1.0 / math.sqrt(n) if lambda_ is None else check.positive(lambda_, "lambda_")
+        weights = torch.linalg.solve(gram + ridge * torch.eye(n, dtype=gram.dtype, device=gram.device), gram)
+        centroids = weights @ centroids
+    return uniformity(centroids, t=t, block_size=block_size)
