@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from conftest import near, sphere
 from test_align_uniform import ref_align, ref_moco_uniform
 
+import contrasphere
 from contrasphere import functional as CF
 from contrasphere.moco import KeyQueue, momentum_copy, momentum_update
 
@@ -543,3 +544,55 @@ def test_decoupled_uniformity_matches_authors_code(kernel, with_prior):
     torch.testing.assert_close(torch.autograd.grad(ours, raw)[0], torch.autograd.grad(ref, raw)[0])
     with pytest.raises(ValueError, match="one row of attributes per sample"):
         CF.decoupled_uniformity(raw, torch.ones(4, 2))
+
+
+# --- AMCL, against the authors' AMCLNTXentLoss (github.com/LeiWangR/cl, amcl/losses.py) ----------------------------
+def amcl_authors(z1, z2, phi, beta, tau_min, tau_max, topk, dim):
+    def to_tau(score):
+        return tau_min + (tau_max - tau_min) * torch.sigmoid(-score.float())
+
+    def omega(tau):
+        return 0.5 * float(dim) * torch.log(tau) + torch.reciprocal(tau)
+
+    def direction(anchor, positive, negatives):
+        anchor, positive = F.normalize(anchor.float(), dim=-1), F.normalize(positive.float(), dim=-1)
+        negatives = F.normalize(negatives.float(), dim=-1)
+        pos_sim = (anchor * positive).sum(-1)
+        tau_pos = to_tau((phi(anchor) * phi(positive)).sum(-1))
+        sim_neg = (anchor[:, None, :] * negatives).sum(-1)
+        pn = phi(negatives.reshape(-1, negatives.size(-1))).reshape(negatives.size(0), negatives.size(1), -1)
+        tau_neg = to_tau(torch.einsum("bd,bnd->bn", phi(anchor), pn))
+        k = min(topk, negatives.size(1))
+        vals, idx = sim_neg.topk(k=k, dim=1, largest=True, sorted=False)
+        tau_top = tau_neg.gather(1, idx)
+        neg = (vals / tau_top).mean(dim=1)
+        reg_pos = beta * omega(tau_pos)
+        reg_neg = beta * (torch.log(tau_top).sum(dim=1) + torch.reciprocal(tau_top).sum(dim=1))
+        return (-pos_sim / tau_pos + neg + reg_pos - reg_neg).mean()
+
+    b, c, d = z1.shape
+    eye = torch.eye(b, dtype=torch.bool)
+    losses = []
+    for h in range(c):
+        a, p = z1[:, h], z2[:, h]
+        same_view_other = z1[:, h].unsqueeze(0).expand(b, -1, -1)[~eye].view(b, b - 1, d)
+        other_view_other = z2[:, h].unsqueeze(0).expand(b, -1, -1)[~eye].view(b, b - 1, d)
+        losses.append(direction(a, p, torch.cat([same_view_other, other_view_other], dim=1)))
+        losses.append(direction(p, a, torch.cat([other_view_other, same_view_other], dim=1)))
+    return torch.stack(losses).view(c, 2).mean(dim=1).sum()
+
+
+@pytest.mark.parametrize("topk", [3, 100])
+def test_amcl_matches_authors_code(topk):
+    torch.manual_seed(0)
+    loss = contrasphere.create_loss("amcl", dim=6, num_heads=2, beta=0.01, topk=topk)
+    z1 = torch.randn(7, 2, 6, requires_grad=True)
+    z2 = (z1.detach() + 0.5 * torch.randn(7, 2, 6)).requires_grad_()
+    ours = loss(z1, z2)
+    ref = amcl_authors(z1, z2, loss.phi, 0.01, 1e-5, 2.0, topk, 6)
+    torch.testing.assert_close(ours, ref)
+    params = (z1, z2, *loss.phi.parameters())
+    for g, want in zip(torch.autograd.grad(ours, params), torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(g, want)
+    with pytest.raises(ValueError, match=r"\(B, 2, 6\)"):
+        loss(z1[:, 0], z2[:, 0])

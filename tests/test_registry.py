@@ -42,9 +42,9 @@ def inputs_for(name: str, dtype: torch.dtype, *, n: int = 24, d: int = 16) -> di
 
 
 ALL = contrasphere.list_losses()
-# Barlow Twins standardises each coordinate, SwAV compares with fixed prototypes, Symile multiplies coordinates:
-# a rotation of the embedding space changes them, by design
-COORDINATE_WISE = {"barlow_twins", "swav", "symile"}
+# Barlow Twins standardises each coordinate, SwAV compares with fixed prototypes, Symile multiplies coordinates,
+# AMCL's temperature network reads coordinates: a rotation of the embedding space changes them, by design
+COORDINATE_WISE = {"barlow_twins", "swav", "symile", "amcl"}
 # MoCHi draws negatives row by row; i-Mix's mix_index names rows: a permutation of the batch changes both
 ROW_DEPENDENT = {"mochi", "i_mix"}
 # iSogCLR updates per-sample temperatures in every forward: each evaluation below starts from the same state
@@ -158,6 +158,8 @@ MODULE_VS_FUNCTION = {
     ),
     "cwcl": ({"temperature": 0.2}, lambda kw, m: CF.cwcl(kw["z_a"], kw["z_b"], temperature=0.2)),
     "cacr": ({"alpha": 2.0, "tau_neg": 0.5}, lambda kw, m: CF.cacr(kw["views"], alpha=2.0, tau_neg=0.5)),
+    # one head: the sum over heads is that head; checked against the authors' code in test_objectives.py
+    "amcl": ({"dim": 16, "num_heads": 1, "topk": 5}, lambda kw, m: m(kw["z_a"][:, None], kw["z_b"][:, None])),
     "decoupled_uniformity": (
         {"t": 3.0, "kernel": "cosine"},
         lambda kw, m: CF.decoupled_uniformity(kw["views"], kw["prior"], t=3.0, kernel="cosine"),
