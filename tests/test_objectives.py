@@ -596,3 +596,52 @@ def test_amcl_matches_authors_code(topk):
         torch.testing.assert_close(g, want)
     with pytest.raises(ValueError, match=r"\(B, 2, 6\)"):
         loss(z1[:, 0], z2[:, 0])
+
+
+# --- feature transformation, against the authors' RGBMoCo_dropmix_norm (mix_target='posneg') ---------------------
+def ft_authors(q, k, queue, pos_mask, neg_mask, indices, T, postmix_norm=False):
+    k = k.detach()
+    queue = queue.clone().detach()
+    q_mix = pos_mask * q + (1 - pos_mask) * k
+    k_mix = pos_mask * k + (1 - pos_mask) * q
+    q, k = q_mix, k_mix
+    queue = neg_mask * queue + (1 - neg_mask) * queue[indices]
+    if postmix_norm:
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    bsz = q.shape[0]
+    pos = torch.bmm(q.view(bsz, 1, -1), k.view(bsz, -1, 1)).view(bsz, 1)
+    neg = torch.mm(queue, q.transpose(1, 0)).transpose(0, 1)
+    out = torch.div(torch.cat((pos, neg), dim=1), T).squeeze().contiguous()
+    return F.cross_entropy(out, torch.zeros(bsz, dtype=torch.long))
+
+
+@pytest.mark.parametrize("per_dimension,postmix_norm", [(False, False), (True, False), (False, True)])
+def test_feature_transformation_matches_authors_code(per_dimension, postmix_norm):
+    q = sphere(8, 6, seed=97, grad=True)
+    k = near(q, 0.3)
+    queue = sphere(25, 6, seed=98)
+    g = torch.Generator().manual_seed(5)
+    if per_dimension:  # the authors' dim_mask='both': one Beta weight per coordinate
+        pos_mask = 1 + torch.distributions.Beta(2.0, 2.0).sample((8, 6)).double()
+        neg_mask = torch.distributions.Beta(1.6, 1.6).sample((25, 6)).double()
+        indices = torch.randperm(25, generator=g)
+    else:
+        draw = CF.feature_transformation_draw(25, generator=g)
+        pos_mask, neg_mask, indices = draw["pos_lambda"], draw["neg_lambda"], draw["neg_index"]
+        assert 1 <= pos_mask <= 2 and 0 <= neg_mask <= 1
+    ours = CF.feature_transformation(
+        q,
+        k,
+        queue,
+        pos_lambda=pos_mask,
+        neg_lambda=neg_mask,
+        neg_index=indices,
+        temperature=0.2,
+        normalize_positives=postmix_norm,
+    )
+    ref = ft_authors(q, k, queue, pos_mask, neg_mask, indices, 0.2, postmix_norm)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, q)[0], torch.autograd.grad(ref, q)[0])
+    # lambda = mu = 1 leaves the features alone: MoCo's loss
+    plain = CF.feature_transformation(q, k, queue, pos_lambda=1.0, neg_lambda=1.0, neg_index=indices, temperature=0.2)
+    torch.testing.assert_close(plain, CF.moco_info_nce(q, k, queue, temperature=0.2))

@@ -129,6 +129,15 @@ LOSSES = {
     "margin_info_nce": lambda a, b, bs: CF.margin_info_nce(a, b, kind="angular", temperature=0.2, block_size=bs),
     "cwcl": lambda a, b, bs: CF.cwcl(a, b, block_size=bs),
     "macl": lambda a, b, bs: CF.macl(a, b, block_size=bs),
+    "feature_transformation": lambda a, b, bs: CF.feature_transformation(
+        a,
+        b,
+        b.detach().flip(0),
+        pos_lambda=1.3,
+        neg_lambda=0.4,
+        neg_index=torch.arange(a.shape[0]).roll(1),
+        block_size=bs,
+    ),
     "decoupled_uniformity": lambda a, b, bs: CF.decoupled_uniformity(
         torch.stack([a, b]), a[:, :2].detach(), block_size=bs
     ),

@@ -92,6 +92,7 @@ def test_every_loss_is_finite_differentiable_and_invariant(name):
         torch.manual_seed(5)
         torch.testing.assert_close(run(**rotated), value.detach(), rtol=1e-9, atol=1e-9)
     if name not in ROW_DEPENDENT:
+        torch.manual_seed(5)
         torch.testing.assert_close(run(**permuted), value.detach(), rtol=1e-9, atol=1e-9)
 
 
@@ -160,6 +161,12 @@ MODULE_VS_FUNCTION = {
     "cacr": ({"alpha": 2.0, "tau_neg": 0.5}, lambda kw, m: CF.cacr(kw["views"], alpha=2.0, tau_neg=0.5)),
     # one head: the sum over heads is that head; checked against the authors' code in test_objectives.py
     "amcl": ({"dim": 16, "num_heads": 1, "topk": 5}, lambda kw, m: m(kw["z_a"][:, None], kw["z_b"][:, None])),
+    "feature_transformation": (
+        {"temperature": 0.1},
+        lambda kw, m: CF.feature_transformation(
+            kw["q"], kw["k"], kw["queue"], temperature=0.1, **CF.feature_transformation_draw(kw["queue"].shape[0])
+        ),
+    ),
     "decoupled_uniformity": (
         {"t": 3.0, "kernel": "cosine"},
         lambda kw, m: CF.decoupled_uniformity(kw["views"], kw["prior"], t=3.0, kernel="cosine"),
@@ -239,6 +246,7 @@ def test_every_loss_passes_gradcheck(name):
     names = [k for k, v in kw.items() if v.requires_grad]
 
     def fn(*tensors):
+        torch.manual_seed(9)  # the same random draws (MoCHi, feature transformation) at every evaluation
         return loss_fn(**{**kw, **dict(zip(names, tensors))})
 
     assert torch.autograd.gradcheck(fn, tuple(kw[k].detach().requires_grad_() for k in names))

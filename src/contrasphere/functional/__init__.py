@@ -3,7 +3,14 @@
 from .align_uniform import align_uniform, alignment, uniformity, uniformity_optimum, uniformity_with_queue
 from .beyond import barlow_twins, sinkhorn, spectral_contrastive, swav
 from .contrastive import clip_loss, dcl, dclw, info_nce, nt_xent, siglip_loss, supcon
-from .mixing import i_mix, mix_inputs, mochi, mochi_negatives
+from .mixing import (
+    feature_transformation,
+    feature_transformation_draw,
+    i_mix,
+    mix_inputs,
+    mochi,
+    mochi_negatives,
+)
 from .moco import align_uniform_queue, moco_info_nce
 from .multiview import cacr, cmc, cwcl, decoupled_uniformity, macl, margin_info_nce, symile
 from .negatives import debiased_nt_xent, hard_negative_nt_xent
@@ -21,6 +28,8 @@ __all__ = [
     "dclw",
     "debiased_nt_xent",
     "decoupled_uniformity",
+    "feature_transformation",
+    "feature_transformation_draw",
     "hard_negative_nt_xent",
     "i_mix",
     "info_nce",

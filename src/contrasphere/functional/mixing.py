@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -163,3 +165,78 @@ def i_mix(
     lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
     target = lam * _dot(z_a, z_b) + (1 - lam) * _dot(z_a, z_b[mix_index])
     return (lse - scale * target).mean()
+
+
+def feature_transformation(
+    q: Tensor,
+    k: Tensor,
+    queue: Tensor,
+    *,
+    pos_lambda: float | Tensor,
+    neg_lambda: float | Tensor,
+    neg_index: Tensor,
+    temperature: float = 0.2,
+    normalize_positives: bool = False,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""MoCo's InfoNCE after feature transformation: extrapolated positives and interpolated negatives.
+
+    Zhu et al., "Improving Contrastive Learning by Visualizing Feature Transformation", ICCV 2021 (the authors'
+    ``RGBMoCo_dropmix_norm`` with ``mix_target='posneg'``). Positive extrapolation pushes the pair apart with
+    :math:`\lambda \ge 1`: :math:`\hat q = \lambda q + (1-\lambda) k`, :math:`\hat k = \lambda k + (1-\lambda) q`
+    (harder positives); negative interpolation replaces the queue by mixtures
+    :math:`\hat\kappa_j = \mu \kappa_j + (1-\mu) \kappa_{\pi(j)}` (more diverse negatives). The loss is MoCo's with
+    these features. The queue carries no gradient; like :func:`moco_info_nce` the keys are used as given (in MoCo
+    they come from the momentum encoder without gradient, as the authors' code's ``k.detach()`` ensures), and
+    :math:`\hat k` depends on ``q``.
+
+    Shape:
+        q, k: ``(N, D)``; queue: ``(K, D)``; neg_index: ``(K,)`` the permutation :math:`\pi` of the queue's rows;
+        pos_lambda: a scalar or a tensor broadcastable to ``(N, D)`` (per dimension); neg_lambda: a scalar or
+        broadcastable to ``(K, D)``. :func:`feature_transformation_draw` draws them as the authors' recipe does.
+
+    Args:
+        temperature: :math:`\tau` (0.2); normalize_positives: re-project :math:`\hat q, \hat k` onto the sphere
+            (the authors' ``--postmix_norm``, off in their published run).
+    """
+    temperature = check.positive(temperature, "temperature")
+    q, k = _pair(q, k)
+    queue = check.embeddings(queue, "queue", why="the queue holds the negatives", keep_dtype=True)
+    check.same_dim(q, queue, "q", "queue")
+    dtype = acc_dtype(q)
+    neg_index = torch.as_tensor(neg_index, device=queue.device).long()
+    if neg_index.shape != (queue.shape[0],) or int(neg_index.min()) < 0 or int(neg_index.max()) >= queue.shape[0]:
+        raise ValueError(f"neg_index must hold {queue.shape[0]} row indices of the queue")
+    lam = torch.as_tensor(pos_lambda, dtype=dtype, device=q.device)
+    mu = torch.as_tensor(neg_lambda, dtype=dtype, device=q.device)
+    qf, kf, bank = q.to(dtype), k.to(dtype), queue.detach().to(dtype)
+    q_mix, k_mix = lam * qf + (1 - lam) * kf, lam * kf + (1 - lam) * qf
+    if normalize_positives:
+        q_mix, k_mix = F.normalize(q_mix, dim=1), F.normalize(k_mix, dim=1)
+    bank = mu * bank + (1 - mu) * bank[neg_index]
+    scale = 1.0 / temperature
+    s_pos = scale * _dot(q_mix, k_mix)
+    lse = torch.logaddexp(s_pos, row_logsumexp(q_mix, bank, scale=scale, block_size=block_size))
+    return (lse - s_pos).mean()
+
+
+def feature_transformation_draw(
+    n_queue: int,
+    *,
+    pos_alpha: float = 2.0,
+    neg_alpha: float = 1.6,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """The random parts of feature transformation as in the authors' published run (``run.sh``).
+
+    One :math:`\\lambda = 1 + \\mathrm{Beta}(2, 2)` for the batch (extrapolation), one
+    :math:`\\mu \\sim \\mathrm{Beta}(1.6, 1.6)` for the queue, and a random permutation of the queue's rows.
+    Returns the keyword arguments ``pos_lambda``, ``neg_lambda``, ``neg_index`` of :func:`feature_transformation`.
+    """
+    pos_alpha, neg_alpha = check.positive(pos_alpha, "pos_alpha"), check.positive(neg_alpha, "neg_alpha")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        lam = 1.0 + float(torch.distributions.Beta(pos_alpha, pos_alpha).sample())
+        mu = float(torch.distributions.Beta(neg_alpha, neg_alpha).sample())
+    return {"pos_lambda": lam, "neg_lambda": mu, "neg_index": torch.randperm(n_queue, generator=generator)}
