@@ -94,6 +94,13 @@ def positive(value: float, name: str) -> float:
     return float(value)
 
 
+def integer(value: object, name: str, minimum: int = 1, what: str = "") -> int:
+    """Check a count-like hyperparameter: an ``int`` (not a ``bool``) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{what}, got {value!r}")
+    return value
+
+
 def non_negative(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

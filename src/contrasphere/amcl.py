@@ -49,8 +49,7 @@ class AMCLLoss(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_heads", num_heads), ("topk", topk)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check.integer(value, name)
         if not 0.0 < tau_min < tau_max:
             raise ValueError(f"need 0 < tau_min < tau_max, got {tau_min} and {tau_max}")
         self.dim, self.num_heads, self.topk = dim, num_heads, topk

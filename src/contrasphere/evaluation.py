@@ -61,8 +61,7 @@ def knn_predict(
     check.same_dim(train_z, test_z, "train_z", "test_z")
     train_y = _labels(train_y, train_z.shape[0], "train_y")
     temperature = check.positive(temperature, "temperature")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    check.integer(k, "k")
     classes = int(train_y.max()) + 1 if num_classes is None else num_classes
     k = min(k, train_z.shape[0])
     train_n, test_n = F.normalize(train_z, dim=1), F.normalize(test_z, dim=1)
@@ -105,9 +104,7 @@ def linear_probe(
     check.same_dim(train_z, test_z, "train_z", "test_z")
     train_y = _labels(train_y, train_z.shape[0], "train_y")
     test_y = _labels(test_y, test_z.shape[0], "test_y")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check.integer(epochs, "epochs"), check.integer(batch_size, "batch_size")
     if normalize:
         train_z, test_z = F.normalize(train_z, dim=1), F.normalize(test_z, dim=1)
         mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import _validate as check
+
 Embed = Callable[..., Mapping[str, Tensor]]
 
 
@@ -71,8 +73,7 @@ def grad_cache_backward(
 
     Returns the loss value (detached).
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check.integer(chunk_size, "chunk_size")
     if not inputs:
         raise ValueError("inputs is empty: give the batch tensors to split into chunks")
     n = inputs[0].shape[0]

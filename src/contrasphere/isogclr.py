@@ -56,8 +56,7 @@ class ISogCLRLoss(nn.Module):
         grad_clip: float = 5.0,
     ) -> None:
         super().__init__()
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-            raise ValueError(f"num_samples must be the training set's size (an integer >= 2), got {num_samples!r}")
+        check.integer(num_samples, "num_samples", 2, " (the training set's size)")
         if not 0 < gamma <= 1 or not 0 < beta_u <= 1:
             raise ValueError(f"gamma and beta_u are moving-average weights in (0, 1], got {gamma} and {beta_u}")
         if not 0 < tau_min <= tau_init <= tau_max:

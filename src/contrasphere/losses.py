@@ -494,8 +494,7 @@ class SwAVLoss(nn.Module):
         sinkhorn_iterations: int = 3,
     ) -> None:
         super().__init__()
-        if isinstance(num_prototypes, bool) or not isinstance(num_prototypes, int) or num_prototypes < 2:
-            raise ValueError(f"num_prototypes must be an integer >= 2, got {num_prototypes!r}")
+        check.integer(num_prototypes, "num_prototypes", 2)
         self.prototypes = nn.Parameter(torch.nn.functional.normalize(torch.randn(num_prototypes, dim), dim=1))
         self.temperature = check.positive(temperature, "temperature")
         self.epsilon = check.positive(epsilon, "epsilon")

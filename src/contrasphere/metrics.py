@@ -71,8 +71,7 @@ def _prepare(
 
 
 def _chunk(chunk_size: int) -> None:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check.integer(chunk_size, "chunk_size")
 
 
 def _rows(z: Tensor, inv: Tensor, start: int, stop: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -156,8 +155,7 @@ def uniformity(
         z, "z", normalize, _CHUNK, min_rows=2, why="uniformity averages over pairs of distinct embeddings"
     )
     if max_points is not None:
-        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
-            raise ValueError(f"max_points must be an integer >= 2 or None, got {max_points!r}")
+        check.integer(max_points, "max_points", 2, " or None")
         if max_points < z.shape[0]:
             keep = torch.randperm(z.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points]
             z, inv = z[keep.to(z.device)], inv[keep]

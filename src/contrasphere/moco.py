@@ -34,9 +34,7 @@ class KeyQueue(nn.Module):
 
     def __init__(self, size: int, dim: int, *, start_empty: bool = False) -> None:
         super().__init__()
-        for name, value in (("size", size), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check.integer(size, "size"), check.integer(dim, "dim")
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.tensor(0 if start_empty else size, dtype=torch.long))

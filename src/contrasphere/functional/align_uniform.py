@@ -92,8 +92,7 @@ def uniformity_optimum(dim: int, t: float = 2.0) -> float:
     (Theorem 1) show the uniform distribution is the unique minimiser. As ``dim`` grows the value tends to ``-2t``.
     Uses ``scipy.special.hyp0f1`` (install the ``stats`` extra).
     """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 (the sphere S^(dim-1) in R^dim), got {dim!r}")
+    check.integer(dim, "dim", 2, " (the sphere S^(dim-1) in R^dim)")
     t = check.positive(t, "t")
     try:
         from scipy.special import hyp0f1

@@ -73,8 +73,7 @@ def sinkhorn(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3) -> T
     ``epsilon`` does not overflow. Returns ``(N, K)`` assignments whose rows sum to 1. No gradient.
     """
     epsilon = check.positive(epsilon, "epsilon")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    check.integer(iterations, "iterations")
     n, k = scores.shape
     log_q = scores.float() / epsilon if scores.dtype != torch.float64 else scores / epsilon
     log_q = log_q - torch.logsumexp(log_q.flatten(), 0)

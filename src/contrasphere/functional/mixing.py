@@ -13,12 +13,6 @@ from ..pairwise import acc_dtype, row_logsumexp
 from .contrastive import _dot, _pair
 
 
-def _count(value: int, name: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 @torch.no_grad()
 def mochi_negatives(
     q: Tensor,
@@ -37,8 +31,8 @@ def mochi_negatives(
     them), and mix the query itself in, :math:`h' = \mathrm{normalize}(\beta q + (1-\beta) n_j)` with
     :math:`\beta \sim U(0, 0.5)` (``s_query`` of them, harder still).
     """
-    n_hard = _count(n_hard, "n_hard", 1)
-    s_mix, s_query = _count(s_mix, "s_mix"), _count(s_query, "s_query")
+    n_hard = check.integer(n_hard, "n_hard")
+    s_mix, s_query = check.integer(s_mix, "s_mix", 0), check.integer(s_query, "s_query", 0)
     dtype = acc_dtype(q)
     q, queue = q.detach().to(dtype), queue.detach().to(dtype)
     n, k = q.shape[0], queue.shape[0]
