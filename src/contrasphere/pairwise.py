@@ -350,11 +350,26 @@ def sym_row_logsumexp(
     return _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side)
 
 
-def _sym_tile(out: Tensor, z_i: Tensor, z_j: Tensor, scale: Tensor, r_i, r_j, diagonals: tuple[int, ...]) -> Tensor:
-    _tile_scores(out, z_i, z_j, scale, None, diagonals)
-    if r_i is not None:
-        out.add_(r_i[:, None]).add_(r_j[None, :])
-    return out
+def _sym_tiles(z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int):
+    """Yield ``(i0, i1, j0, j1, tile)`` for the tiles on and above the diagonal of ``scale <z_i, z_j> + r_i + r_j``.
+
+    Each tile is written into one reused buffer (float32/64), excluded diagonals masked; consume it before the next.
+    """
+    acc, mm = acc_dtype(z), _mm_dtype(z)
+    z_mm = z.detach().to(mm)
+    r = None if bias is None else bias.detach().to(acc)
+    n = z.shape[0]
+    buf = torch.empty(side, side, dtype=acc, device=z.device)
+    for i0 in range(0, n, side):
+        i1 = min(i0 + side, n)
+        for j0 in range(i0, n, side):
+            j1 = min(j0 + side, n)
+            tile = _tile_scores(
+                buf[: i1 - i0, : j1 - j0], z_mm[i0:i1], z_mm[j0:j1], scale, None, _diag(i0, i1, j0, j1, excluded)
+            )
+            if r is not None:
+                tile.add_(r[i0:i1, None]).add_(r[None, j0:j1])
+            yield i0, i1, j0, j1, tile
 
 
 def _online_update(run_max: Tensor, run_sum: Tensor, tile_max: Tensor, exp_sum) -> None:
@@ -368,41 +383,25 @@ def _online_update(run_max: Tensor, run_sum: Tensor, tile_max: Tensor, exp_sum) 
 class _SymRowLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, scale, bias, excluded, side):  # type: ignore[override]
-        acc, mm = acc_dtype(z), _mm_dtype(z)
-        z_mm = z.detach().to(mm)
-        r = None if bias is None else bias.detach().to(acc)
-        n = z.shape[0]
+        acc, n = acc_dtype(z), z.shape[0]
         run_max = torch.full((n,), -math.inf, dtype=acc, device=z.device)
         run_sum = torch.zeros(n, dtype=acc, device=z.device)
-        buf = torch.empty(side, side, dtype=acc, device=z.device)
         spare = torch.empty(side, side, dtype=acc, device=z.device)
-        for i0 in range(0, n, side):
-            i1 = min(i0 + side, n)
-            for j0 in range(i0, n, side):
-                j1 = min(j0 + side, n)
-                tile = _sym_tile(
-                    buf[: i1 - i0, : j1 - j0],
-                    z_mm[i0:i1],
-                    z_mm[j0:j1],
-                    scale,
-                    None if r is None else r[i0:i1],
-                    None if r is None else r[j0:j1],
-                    _diag(i0, i1, j0, j1, excluded),
-                )
-                copy = spare[: i1 - i0, : j1 - j0]
+        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side):
+            copy = spare[: i1 - i0, : j1 - j0]
+            _online_update(
+                run_max[i0:i1],
+                run_sum[i0:i1],
+                tile.amax(1),
+                lambda m, tile=tile, copy=copy: torch.sub(tile, m[:, None], out=copy).exp_().sum(1),
+            )
+            if j0 != i0:  # the transposed tile: rows j0:j1 against columns i0:i1
                 _online_update(
-                    run_max[i0:i1],
-                    run_sum[i0:i1],
-                    tile.amax(1),
-                    lambda m, tile=tile, copy=copy: torch.sub(tile, m[:, None], out=copy).exp_().sum(1),
+                    run_max[j0:j1],
+                    run_sum[j0:j1],
+                    tile.amax(0),
+                    lambda m, tile=tile: tile.sub_(m[None, :]).exp_().sum(0),
                 )
-                if j0 != i0:  # the transposed tile: rows j0:j1 against columns i0:i1
-                    _online_update(
-                        run_max[j0:j1],
-                        run_sum[j0:j1],
-                        tile.amax(0),
-                        lambda m, tile=tile: tile.sub_(m[None, :]).exp_().sum(0),
-                    )
         lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
         ctx.save_for_backward(z, scale, bias, lse)
         ctx.excluded, ctx.side = excluded, side
@@ -414,37 +413,23 @@ class _SymRowLogSumExp(torch.autograd.Function):
         side, excluded = ctx.side, ctx.excluded
         acc, mm = acc_dtype(z), _mm_dtype(z)
         z_mm = z.detach().to(mm)
-        r = None if bias is None else bias.detach().to(acc)
         n = z.shape[0]
         g = grad_lse.to(acc)
         finite_lse = torch.where(torch.isinf(lse), 0.0, lse)
         grad_z = torch.zeros(z.shape, dtype=acc, device=z.device)
         grad_r = torch.zeros(n, dtype=acc, device=z.device) if bias is not None else None
-        buf = torch.empty(side, side, dtype=acc, device=z.device)
         spare = torch.empty(side, side, dtype=acc, device=z.device)
-        for i0 in range(0, n, side):
-            i1 = min(i0 + side, n)
-            for j0 in range(i0, n, side):
-                j1 = min(j0 + side, n)
-                tile = _sym_tile(
-                    buf[: i1 - i0, : j1 - j0],
-                    z_mm[i0:i1],
-                    z_mm[j0:j1],
-                    scale,
-                    None if r is None else r[i0:i1],
-                    None if r is None else r[j0:j1],
-                    _diag(i0, i1, j0, j1, excluded),
-                )
-                # u_ij = w_ij + w_ji, the total weight of the unordered pair: p_ij g_i + p_ji g_j
-                rows_w = torch.sub(tile, finite_lse[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
-                rows_w.exp_().mul_(g[i0:i1, None])
-                cols_w = tile.sub_(finite_lse[None, j0:j1]).exp_().mul_(g[None, j0:j1])
-                u = rows_w.add_(cols_w)  # on a diagonal tile cols_w is rows_w transposed, as it must be
-                _accumulate(grad_z[i0:i1], grad_z[j0:j1] if j0 != i0 else None, u, z_mm[i0:i1], z_mm[j0:j1], mm)
-                if grad_r is not None:
-                    grad_r[i0:i1] += u.sum(1)
-                    if j0 != i0:
-                        grad_r[j0:j1] += u.sum(0)
+        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side):
+            # u_ij = w_ij + w_ji, the total weight of the unordered pair: p_ij g_i + p_ji g_j
+            rows_w = torch.sub(tile, finite_lse[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
+            rows_w.exp_().mul_(g[i0:i1, None])
+            cols_w = tile.sub_(finite_lse[None, j0:j1]).exp_().mul_(g[None, j0:j1])
+            u = rows_w.add_(cols_w)  # on a diagonal tile cols_w is rows_w transposed, as it must be
+            _accumulate(grad_z[i0:i1], grad_z[j0:j1] if j0 != i0 else None, u, z_mm[i0:i1], z_mm[j0:j1], mm)
+            if grad_r is not None:
+                grad_r[i0:i1] += u.sum(1)
+                if j0 != i0:
+                    grad_r[j0:j1] += u.sum(0)
         # sum_k <z_k, sum_j u_kj z_j> counts every ordered pair twice
         grad_scale = (z.detach().to(acc) * grad_z).sum() / 2 if ctx.needs_input_grad[1] else None
         grad_z.mul_(scale)
