@@ -645,3 +645,63 @@ def test_feature_transformation_matches_authors_code(per_dimension, postmix_norm
     # lambda = mu = 1 leaves the features alone: MoCo's loss
     plain = CF.feature_transformation(q, k, queue, pos_lambda=1.0, neg_lambda=1.0, neg_index=indices, temperature=0.2)
     torch.testing.assert_close(plain, CF.moco_info_nce(q, k, queue, temperature=0.2))
+
+
+# --- poly-view, against the PVCLoss of github.com/pakoromilas/Multi-View-CL (geometric) and the equation -----------
+def pvc_geometric_reference(z, multiplier, tau):
+    z = F.normalize(z, p=2, dim=1)
+    k = z.shape[0] // multiplier
+    views = torch.stack([z[i * k : (i + 1) * k] for i in range(multiplier)], dim=1)
+    scores = torch.einsum("jmd,knd->jmnk", views, views) / tau
+    losses_alpha = []
+    for alpha in range(multiplier):
+        losses_alpha_beta = []
+        for beta in range(multiplier):
+            if alpha != beta:
+                logits = scores[:, alpha]
+                labels = torch.arange(k) + beta * k
+                mask_sample = torch.eye(k, dtype=z.dtype)[:, None, :]
+                mask_beta = torch.ones(multiplier, dtype=z.dtype)[None, :, None].clone()
+                mask_beta[:, beta] = 0
+                logits = logits - mask_beta * mask_sample * 1e9
+                logits = logits.reshape(k, multiplier * k)
+                losses_alpha_beta.append(F.cross_entropy(logits, labels))
+        losses_alpha.append(torch.mean(torch.stack(losses_alpha_beta, dim=-1), dim=-1))
+    return torch.mean(torch.stack(losses_alpha, dim=-1))
+
+
+@pytest.mark.parametrize("n_views", [2, 3, 4])
+def test_poly_view_geometric_matches_reference(n_views):
+    views = torch.stack([sphere(9, 5, seed=110 + v) for v in range(n_views)]).requires_grad_()
+    ours = CF.poly_view(F.normalize(views, dim=-1), temperature=0.2)  # the reference normalises inside
+    ref = pvc_geometric_reference(views.reshape(n_views * 9, 5), n_views, 0.2)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, views)[0], torch.autograd.grad(ref, views)[0])
+    if n_views == 2:
+        torch.testing.assert_close(ours, CF.nt_xent(views[0], views[1], temperature=0.2))
+
+
+def test_poly_view_arithmetic_matches_the_equation():
+    n_views, n, tau = 3, 7, 0.3
+    views = torch.stack([sphere(n, 4, seed=120 + v) for v in range(n_views)]).requires_grad_()
+
+    def loop(views):
+        terms = []
+        for j in range(n):
+            for a in range(n_views):
+                probs = []
+                for b in range(n_views):
+                    if b == a:
+                        continue
+                    candidates = [views[b, j]] + [views[c, k] for c in range(n_views) for k in range(n) if k != j]
+                    scores = torch.stack([views[a, j] @ x for x in candidates]) / tau
+                    probs.append(torch.softmax(scores, 0)[0])
+                terms.append(-torch.log(torch.stack(probs).mean()))
+        return torch.stack(terms).mean()
+
+    ours = CF.poly_view(views, temperature=tau, method="arithmetic")
+    ref = loop(views)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, views)[0], torch.autograd.grad(ref, views)[0])
+    with pytest.raises(ValueError, match="method"):
+        CF.poly_view(views, method="harmonic")

@@ -129,6 +129,7 @@ LOSSES = {
     "margin_info_nce": lambda a, b, bs: CF.margin_info_nce(a, b, kind="angular", temperature=0.2, block_size=bs),
     "cwcl": lambda a, b, bs: CF.cwcl(a, b, block_size=bs),
     "macl": lambda a, b, bs: CF.macl(a, b, block_size=bs),
+    "poly_view": lambda a, b, bs: CF.poly_view(torch.stack([a, b, a.flip(1)]), method="arithmetic", block_size=bs),
     "feature_transformation": lambda a, b, bs: CF.feature_transformation(
         a,
         b,

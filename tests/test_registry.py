@@ -167,6 +167,10 @@ MODULE_VS_FUNCTION = {
             kw["q"], kw["k"], kw["queue"], temperature=0.1, **CF.feature_transformation_draw(kw["queue"].shape[0])
         ),
     ),
+    "poly_view": (
+        {"temperature": 0.3, "method": "arithmetic"},
+        lambda kw, m: CF.poly_view(kw["views"], temperature=0.3, method="arithmetic"),
+    ),
     "decoupled_uniformity": (
         {"t": 3.0, "kernel": "cosine"},
         lambda kw, m: CF.decoupled_uniformity(kw["views"], kw["prior"], t=3.0, kernel="cosine"),

@@ -784,3 +784,25 @@ class FeatureTransformationLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return _extra(self, ("temperature", "pos_alpha", "neg_alpha", "normalize_positives"))
+
+
+@register_loss("poly_view", inputs=("views",), paper="Shidani et al. (poly-view), ICLR 2024", stacked=("views",))
+class PolyViewLoss(nn.Module):
+    """Module form of :func:`contrasphere.functional.poly_view` (geometric or arithmetic aggregation)."""
+
+    def __init__(self, temperature: float = 0.2, method: str = "geometric", block_size: int | None = None) -> None:
+        super().__init__()
+        if method not in ("geometric", "arithmetic"):
+            raise ValueError(f"method must be 'geometric' or 'arithmetic', got {method!r}")
+        self.temperature, self.method, self.block_size = check.positive(temperature, "temperature"), method, block_size
+
+    def forward(self, views: Tensor) -> Tensor:
+        return CF.poly_view(
+            views,
+            temperature=self.temperature,
+            method=self.method,
+            block_size=self.block_size,  # type: ignore[arg-type]
+        )
+
+    def extra_repr(self) -> str:
+        return _extra(self, ("temperature", "method"))

@@ -12,7 +12,7 @@ from .mixing import (
     mochi_negatives,
 )
 from .moco import align_uniform_queue, moco_info_nce
-from .multiview import cacr, cmc, cwcl, decoupled_uniformity, macl, margin_info_nce, symile
+from .multiview import cacr, cmc, cwcl, decoupled_uniformity, macl, margin_info_nce, poly_view, symile
 from .negatives import debiased_nt_xent, hard_negative_nt_xent
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "mochi_negatives",
     "moco_info_nce",
     "nt_xent",
+    "poly_view",
     "siglip_loss",
     "sinkhorn",
     "spectral_contrastive",

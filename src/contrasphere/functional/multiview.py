@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate as check
-from ..pairwise import acc_dtype, row_logsumexp
+from ..pairwise import acc_dtype, row_logsumexp, sym_row_logsumexp
 from .contrastive import _dot, _pair, info_nce
 
 
@@ -316,3 +316,52 @@ def decoupled_uniformity(
         weights = torch.linalg.solve(gram + ridge * torch.eye(n, dtype=gram.dtype, device=gram.device), gram)
         centroids = weights @ centroids
     return uniformity(centroids, t=t, block_size=block_size)
+
+
+def poly_view(
+    views: Tensor | Sequence[Tensor],
+    *,
+    temperature: float = 0.2,
+    method: Literal["geometric", "arithmetic"] = "geometric",
+    block_size: int | None = None,
+) -> Tensor:
+    r"""Poly-view contrastive loss: ``V`` views per sample, every view an anchor for every other view.
+
+    Shidani et al., "Poly-View Contrastive Learning", ICLR 2024. For anchor view :math:`\alpha` of sample ``j`` and
+    target view :math:`\beta \ne \alpha`, the candidates are the target :math:`z_{j\beta}` and every view of every
+    other sample; :math:`p_{j\alpha\beta}` is the target's softmax probability (scores :math:`\langle\cdot,
+    \cdot\rangle/\tau`). The geometric form averages :math:`-\log p` over the :math:`V-1` targets; the arithmetic
+    form takes :math:`-\log` of the mean of :math:`p`; both are averaged over anchors and samples. With two views
+    both forms are NT-Xent. The candidate sets and the geometric form match the ``PVCLoss`` of the Multi-View-CL
+    repository (github.com/pakoromilas/Multi-View-CL), which follows the paper's pseudo-code.
+
+    The candidate sets' log-sum-exp is one symmetric engine reduction over the ``V N`` stacked views with every
+    view of the same sample excluded (offsets multiples of ``N``), so memory stays linear.
+
+    Shape:
+        views: ``(V, N, D)`` or a sequence of ``V`` tensors ``(N, D)``, ``V >= 2``, ``N >= 2``. Returns a scalar.
+    """
+    temperature = check.positive(temperature, "temperature")
+    if method not in ("geometric", "arithmetic"):
+        raise ValueError(f"method must be 'geometric' or 'arithmetic', got {method!r}")
+    zs = _stack(views, "views", 2)
+    n_views, n = zs.shape[0], zs.shape[1]
+    if n < 2:
+        raise ValueError("poly-view contrast needs at least 2 samples: the other samples are the negatives")
+    scale = 1.0 / temperature
+    same_sample = tuple(t * n for t in range(-(n_views - 1), n_views))  # every view of the anchor's sample
+    others = sym_row_logsumexp(
+        zs.reshape(n_views * n, -1),
+        scale=scale,
+        exclude_diagonal=True,
+        exclude_offsets=same_sample,
+        block_size=block_size,
+    ).view(n_views, n)  # (V, N): log-sum-exp over all views of the other samples
+    zf = zs.to(acc_dtype(zs))
+    positive = scale * torch.einsum("and,bnd->abn", zf, zf)  # (V, V, N): anchor view a, target view b
+    ce = torch.logaddexp(others[:, None, :], positive) - positive  # -log p, for every (a, b, sample)
+    off = ~torch.eye(n_views, dtype=torch.bool, device=zs.device)
+    ce = ce[off].view(n_views, n_views - 1, n)
+    if method == "geometric":
+        return ce.mean()
+    return (math.log(n_views - 1) - torch.logsumexp(-ce, dim=1)).mean()
