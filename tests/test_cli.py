@@ -103,3 +103,19 @@ def test_list_and_help(capsys):
     with pytest.raises(SystemExit) as info:
         main(["metrics", "--help"])
     assert info.value.code == 0 and "--positives" in capsys.readouterr().out
+
+
+def test_plot_circle(tmp_path, capsys):
+    z = torch.nn.functional.normalize(torch.randn(200, 2), dim=1)
+    np.save(tmp_path / "z.npy", z.numpy())
+    np.save(tmp_path / "y.npy", np.arange(200) % 4)
+    out = tmp_path / "fig" / "c.png"
+    assert (
+        main(["plot", "circle", str(tmp_path / "z.npy"), "--labels", str(tmp_path / "y.npy"), "--out", str(out)]) == 0
+    )
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["n"] == 200 and len(record["density"]) == len(record["grid"]) == 361
+    np.save(tmp_path / "bad.npy", np.ones((5, 3), dtype=np.float32))
+    assert main(["plot", "circle", str(tmp_path / "bad.npy"), "--out", str(out)]) == 2
+    assert "shape (N, 2)" in capsys.readouterr().err

@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import list_cmd, metrics_cmd
+from . import list_cmd, metrics_cmd, plot_cmd
 
-_COMMANDS = {"metrics": metrics_cmd, "list": list_cmd}
+_COMMANDS = {"metrics": metrics_cmd, "plot": plot_cmd, "list": list_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:
