@@ -30,15 +30,6 @@ TILE_PAIRS = 1 << 21  # a tile holds at most this many scores (8 MB in float32)
 SYM_BLOCK = 1024  # side of the square tiles of the symmetric and row-and-column reductions
 
 
-def sq_dists(x: Tensor, y: Tensor) -> Tensor:
-    r"""Squared Euclidean distances :math:`\lVert x_i - y_j\rVert^2` through one matrix product, ``(N, M)``.
-
-    Uses :math:`\lVert x\rVert^2 + \lVert y\rVert^2 - 2\langle x, y\rangle`, clamped at 0 against rounding.
-    """
-    sq = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * (x @ y.T)
-    return sq.clamp_min(0.0)
-
-
 def acc_dtype(x: Tensor) -> torch.dtype:
     """The dtype reductions over ``x`` accumulate in: float64 for float64, float32 for everything else."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -492,12 +483,6 @@ class _SoftplusSum(torch.autograd.Function):
 
 
 # --- compositions --------------------------------------------------------------------------------------------------
-def offdiag_logsumexp(scores: Tensor) -> Tensor:
-    """Log-sum-exp over every entry of a square ``(N, N)`` matrix except its diagonal; a scalar (dense)."""
-    eye = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
-    return torch.logsumexp(scores.masked_fill(eye, -math.inf).flatten(), dim=0)
-
-
 def gaussian_logsumexp(z: Tensor, t: float, *, block_size: int | None) -> Tensor:
     r""":math:`\log \sum_{i \ne j} e^{-t\lVert z_i - z_j\rVert^2}` over the ordered pairs of distinct rows, a scalar.
 
