@@ -137,34 +137,52 @@ def _diag(r0: int, r1: int, c0: int, c1: int, excluded: tuple[int, ...]) -> tupl
     return tuple(o for o in local if -(r1 - r0) < o < c1 - c0)
 
 
+def _tiles(
+    a: Tensor,
+    b: Tensor,
+    scale: Tensor,
+    rows: int,
+    cols: int,
+    *,
+    col_bias: Tensor | None = None,
+    excluded: tuple[int, ...] = (),
+):
+    """Yield ``(r0, r1, c0, c1, tile)`` over every ``rows x cols`` tile of ``scale <a_i, b_j> + col_bias_j``.
+
+    Excluded diagonals are masked; ``col_bias`` may be ``(M,)`` or a scalar tensor. Each tile is written into one
+    reused buffer (float32/64): consume it before asking for the next.
+    """
+    acc, mm = acc_dtype(a), _mm_dtype(a)
+    a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
+    bias = None if col_bias is None else col_bias.detach().to(acc)
+    n, m = a.shape[0], b.shape[0]
+    buf = torch.empty(rows, cols, dtype=acc, device=a.device)
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        for c0 in range(0, m, cols):
+            c1 = min(c0 + cols, m)
+            bias_c = None if bias is None else bias if bias.ndim == 0 else bias[c0:c1]
+            diagonals = _diag(r0, r1, c0, c1, excluded)
+            yield (
+                r0,
+                r1,
+                c0,
+                c1,
+                _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias_c, diagonals),
+            )
+
+
 class _RowLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, scale, col_bias, excluded, rows, cols):  # type: ignore[override]
-        acc, mm = acc_dtype(a), _mm_dtype(a)
-        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
-        bias = None if col_bias is None else col_bias.detach().to(acc)
-        n, m = a.shape[0], b.shape[0]
-        lse = torch.empty(n, dtype=acc, device=a.device)
-        buf = torch.empty(rows, cols, dtype=acc, device=a.device)
-        for r0 in range(0, n, rows):
-            r1 = min(r0 + rows, n)
-            run_max = torch.full((r1 - r0,), -math.inf, dtype=acc, device=a.device)
-            run_sum = torch.zeros(r1 - r0, dtype=acc, device=a.device)
-            for c0 in range(0, m, cols):
-                c1 = min(c0 + cols, m)
-                tile = _tile_scores(
-                    buf[: r1 - r0, : c1 - c0],
-                    a_mm[r0:r1],
-                    b_mm[c0:c1],
-                    scale,
-                    None if bias is None else bias[c0:c1],
-                    _diag(r0, r1, c0, c1, excluded),
-                )
-                new_max = torch.maximum(run_max, tile.amax(1))
-                safe = torch.where(torch.isinf(new_max), 0.0, new_max)  # rows masked so far: nothing to shift
-                run_sum.mul_(torch.exp(run_max - safe)).add_(tile.sub_(safe.unsqueeze(1)).exp_().sum(1))
-                run_max = new_max
-            lse[r0:r1] = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
+        acc, n = acc_dtype(a), a.shape[0]
+        run_max = torch.full((n,), -math.inf, dtype=acc, device=a.device)
+        run_sum = torch.zeros(n, dtype=acc, device=a.device)
+        for r0, r1, _, _, tile in _tiles(a, b, scale, rows, cols, col_bias=col_bias, excluded=excluded):
+            _online_update(
+                run_max[r0:r1], run_sum[r0:r1], tile.amax(1), lambda mx, tile=tile: tile.sub_(mx[:, None]).exp_().sum(1)
+            )
+        lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
         ctx.save_for_backward(a, b, scale, col_bias, lse)
         ctx.excluded, ctx.rows, ctx.cols = excluded, rows, cols
         return lse
@@ -172,35 +190,20 @@ class _RowLogSumExp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_lse):  # type: ignore[override]
         a, b, scale, col_bias, lse = ctx.saved_tensors
-        rows, cols, excluded = ctx.rows, ctx.cols, ctx.excluded
         acc, mm = acc_dtype(a), _mm_dtype(a)
         a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
-        bias = None if col_bias is None else col_bias.detach().to(acc)
-        n, m = a.shape[0], b.shape[0]
         grad_lse = grad_lse.to(acc)
         finite_lse = torch.where(torch.isinf(lse), 0.0, lse)
         grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
         grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
         need_bias = col_bias is not None and ctx.needs_input_grad[3]
-        grad_bias = torch.zeros(m, dtype=acc, device=a.device) if need_bias else None
-        buf = torch.empty(rows, cols, dtype=acc, device=a.device)
-        for r0 in range(0, n, rows):
-            r1 = min(r0 + rows, n)
-            for c0 in range(0, m, cols):
-                c1 = min(c0 + cols, m)
-                tile = _tile_scores(
-                    buf[: r1 - r0, : c1 - c0],
-                    a_mm[r0:r1],
-                    b_mm[c0:c1],
-                    scale,
-                    None if bias is None else bias[c0:c1],
-                    _diag(r0, r1, c0, c1, excluded),
-                )
-                # softmax weights times the incoming gradient: d lse_i / d s_ij = p_ij
-                weights = tile.sub_(finite_lse[r0:r1, None]).exp_().mul_(grad_lse[r0:r1, None])
-                _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
-                if grad_bias is not None:
-                    grad_bias[c0:c1] += weights.sum(0)
+        grad_bias = torch.zeros(b.shape[0], dtype=acc, device=a.device) if need_bias else None
+        for r0, r1, c0, c1, tile in _tiles(a, b, scale, ctx.rows, ctx.cols, col_bias=col_bias, excluded=ctx.excluded):
+            # softmax weights times the incoming gradient: d lse_i / d s_ij = p_ij
+            weights = tile.sub_(finite_lse[r0:r1, None]).exp_().mul_(grad_lse[r0:r1, None])
+            _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
+            if grad_bias is not None:
+                grad_bias[c0:c1] += weights.sum(0)
         # d/d scale of sum_ij w_ij scale <a_i, b_j> is sum_i <a_i, sum_j w_ij b_j>: read off the unscaled grad_a
         grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
         grad_a.mul_(scale)
@@ -229,31 +232,24 @@ def row_col_logsumexp(
 class _RowColLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, scale, side):  # type: ignore[override]
-        acc, mm = acc_dtype(a), _mm_dtype(a)
-        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
-        n, m = a.shape[0], b.shape[0]
-        stats = [torch.full((k,), -math.inf, dtype=acc, device=a.device) for k in (n, m)]
-        sums = [torch.zeros(k, dtype=acc, device=a.device) for k in (n, m)]
-        buf = torch.empty(side, side, dtype=acc, device=a.device)
+        acc = acc_dtype(a)
+        stats = [torch.full((k,), -math.inf, dtype=acc, device=a.device) for k in (a.shape[0], b.shape[0])]
+        sums = [torch.zeros(k, dtype=acc, device=a.device) for k in (a.shape[0], b.shape[0])]
         spare = torch.empty(side, side, dtype=acc, device=a.device)
-        for i0 in range(0, n, side):
-            i1 = min(i0 + side, n)
-            for j0 in range(0, m, side):
-                j1 = min(j0 + side, m)
-                tile = _tile_scores(buf[: i1 - i0, : j1 - j0], a_mm[i0:i1], b_mm[j0:j1], scale, None, ())
-                copy = spare[: i1 - i0, : j1 - j0]
-                _online_update(
-                    stats[0][i0:i1],
-                    sums[0][i0:i1],
-                    tile.amax(1),
-                    lambda mx, tile=tile, copy=copy: torch.sub(tile, mx[:, None], out=copy).exp_().sum(1),
-                )
-                _online_update(
-                    stats[1][j0:j1],
-                    sums[1][j0:j1],
-                    tile.amax(0),
-                    lambda mx, tile=tile: tile.sub_(mx[None, :]).exp_().sum(0),
-                )
+        for i0, i1, j0, j1, tile in _tiles(a, b, scale, side, side):
+            copy = spare[: i1 - i0, : j1 - j0]
+            _online_update(
+                stats[0][i0:i1],
+                sums[0][i0:i1],
+                tile.amax(1),
+                lambda mx, tile=tile, copy=copy: torch.sub(tile, mx[:, None], out=copy).exp_().sum(1),
+            )
+            _online_update(
+                stats[1][j0:j1],
+                sums[1][j0:j1],
+                tile.amax(0),
+                lambda mx, tile=tile: tile.sub_(mx[None, :]).exp_().sum(0),
+            )
         lse_rows, lse_cols = (mx + sm.log() for mx, sm in zip(stats, sums))
         ctx.save_for_backward(a, b, scale, lse_rows, lse_cols)
         ctx.side = side
@@ -268,18 +264,13 @@ class _RowColLogSumExp(torch.autograd.Function):
         g_r, g_c = grad_rows.to(acc), grad_cols.to(acc)
         grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
         grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
-        buf = torch.empty(side, side, dtype=acc, device=a.device)
         spare = torch.empty(side, side, dtype=acc, device=a.device)
-        for i0 in range(0, a.shape[0], side):
-            i1 = min(i0 + side, a.shape[0])
-            for j0 in range(0, b.shape[0], side):
-                j1 = min(j0 + side, b.shape[0])
-                tile = _tile_scores(buf[: i1 - i0, : j1 - j0], a_mm[i0:i1], b_mm[j0:j1], scale, None, ())
-                # u_ij = g_i p(j | i) + g'_j p(i | j): the weight of score s_ij in both directions
-                u = torch.sub(tile, lse_rows[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
-                u.exp_().mul_(g_r[i0:i1, None])
-                u.add_(tile.sub_(lse_cols[None, j0:j1]).exp_().mul_(g_c[None, j0:j1]))
-                _accumulate(grad_a[i0:i1], grad_b[j0:j1], u, a_mm[i0:i1], b_mm[j0:j1], mm)
+        for i0, i1, j0, j1, tile in _tiles(a, b, scale, side, side):
+            # u_ij = g_i p(j | i) + g'_j p(i | j): the weight of score s_ij in both directions
+            u = torch.sub(tile, lse_rows[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
+            u.exp_().mul_(g_r[i0:i1, None])
+            u.add_(tile.sub_(lse_cols[None, j0:j1]).exp_().mul_(g_c[None, j0:j1]))
+            _accumulate(grad_a[i0:i1], grad_b[j0:j1], u, a_mm[i0:i1], b_mm[j0:j1], mm)
         grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
         grad_a.mul_(scale)
         grad_b.mul_(scale)
@@ -445,19 +436,12 @@ def softplus_sum(
 class _SoftplusSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, scale, bias, rows, cols):  # type: ignore[override]
-        acc, mm = acc_dtype(a), _mm_dtype(a)
-        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
-        buf = torch.empty(rows, cols, dtype=acc, device=a.device)
         total = torch.zeros((), dtype=torch.float64, device=a.device)
-        for r0 in range(0, a.shape[0], rows):
-            r1 = min(r0 + rows, a.shape[0])
-            for c0 in range(0, b.shape[0], cols):
-                c1 = min(c0 + cols, b.shape[0])
-                tile = _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias, ())
-                total += torch.nn.functional.softplus(tile).sum(dtype=torch.float64)
+        for _, _, _, _, tile in _tiles(a, b, scale, rows, cols, col_bias=bias):
+            total += torch.nn.functional.softplus(tile).sum(dtype=torch.float64)
         ctx.save_for_backward(a, b, scale, bias)
         ctx.rows, ctx.cols = rows, cols
-        return total.to(acc)
+        return total.to(acc_dtype(a))
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -467,15 +451,10 @@ class _SoftplusSum(torch.autograd.Function):
         grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
         grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
         grad_bias = torch.zeros((), dtype=acc, device=a.device)
-        buf = torch.empty(ctx.rows, ctx.cols, dtype=acc, device=a.device)
-        for r0 in range(0, a.shape[0], ctx.rows):
-            r1 = min(r0 + ctx.rows, a.shape[0])
-            for c0 in range(0, b.shape[0], ctx.cols):
-                c1 = min(c0 + ctx.cols, b.shape[0])
-                tile = _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias, ())
-                weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
-                grad_bias += weights.sum()
-                _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
+        for r0, r1, c0, c1, tile in _tiles(a, b, scale, ctx.rows, ctx.cols, col_bias=bias):
+            weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
+            grad_bias += weights.sum()
+            _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
         grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
         grad_a.mul_(scale)
         grad_b.mul_(scale)
