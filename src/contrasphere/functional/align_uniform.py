@@ -133,13 +133,19 @@ def align_uniform(
         align_weight, uniform_weight: the weights :math:`\lambda_a, \lambda_u` (>= 0, not both 0).
         alpha: alignment exponent; t: uniformity scale.
     """
+    align_weight, uniform_weight = check_weights(align_weight, uniform_weight)
+    loss = align_weight * alignment(z_a, z_b, alpha=alpha)
+    uniform = uniformity(z_a, t=t, block_size=block_size) + uniformity(z_b, t=t, block_size=block_size)
+    return loss + uniform_weight * uniform / 2
+
+
+def check_weights(align_weight: float, uniform_weight: float) -> tuple[float, float]:
+    """Validate the alignment and uniformity weights of a combined objective: both >= 0, not both 0."""
     align_weight = check.non_negative(align_weight, "align_weight")
     uniform_weight = check.non_negative(uniform_weight, "uniform_weight")
     if align_weight == uniform_weight == 0:
         raise ValueError("align_weight and uniform_weight are both 0: the objective would be constant")
-    loss = align_weight * alignment(z_a, z_b, alpha=alpha)
-    uniform = uniformity(z_a, t=t, block_size=block_size) + uniformity(z_b, t=t, block_size=block_size)
-    return loss + uniform_weight * uniform / 2
+    return align_weight, uniform_weight
 
 
 def uniformity_with_queue(

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .. import _validate as check
 from ..pairwise import row_logsumexp
-from .align_uniform import alignment, uniformity_with_queue
+from .align_uniform import alignment, check_weights, uniformity_with_queue
 from .contrastive import _dot, _pair
 
 
@@ -59,10 +59,7 @@ def align_uniform_queue(
     Shape:
         q, k: ``(N, D)`` unit vectors; queue: ``(K, D)`` unit vectors. Returns a scalar.
     """
-    align_weight = check.non_negative(align_weight, "align_weight")
-    uniform_weight = check.non_negative(uniform_weight, "uniform_weight")
-    if align_weight == uniform_weight == 0:
-        raise ValueError("align_weight and uniform_weight are both 0: the objective would be constant")
+    align_weight, uniform_weight = check_weights(align_weight, uniform_weight)
     loss = align_weight * alignment(q, k, alpha=alpha)
     uniform = uniformity_with_queue(q, queue, t=t, intra_batch=intra_batch, block_size=block_size)
     return loss + uniform_weight * uniform
