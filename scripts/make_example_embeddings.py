@@ -33,6 +33,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     np.save(OUT / "digits.npy", images.reshape(len(images), -1))
     np.save(OUT / "digits_shifted.npy", shifted.reshape(len(images), -1))
+    np.save(OUT / "digits_labels.npy", load_digits().target.astype(np.int8))
     print(f"wrote {OUT / 'digits.npy'} and {OUT / 'digits_shifted.npy'}: {images.shape[0]} x 64 each")
 
 

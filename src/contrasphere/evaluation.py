@@ -93,13 +93,23 @@ def linear_probe(
     batch_size: int = 256,
     normalize: bool = True,
     seed: int = 0,
+    protocol: str = "fast",
 ) -> dict[str, float]:
     """Train a linear (softmax) classifier on frozen training embeddings; report train and test accuracy.
 
     Adam on the cross-entropy, ``epochs`` passes over shuffled mini-batches (seeded), features L2-normalised and
     then standardised with the training set's mean and deviation (``normalize``). Returns
     ``{"train_accuracy", "test_accuracy", "test_loss"}``.
+
+    ``protocol="paper"`` follows Wang & Isola's linear evaluation instead: raw features (no normalisation),
+    Adam with lr 1e-3 and betas (0.5, 0.999), learning rate x0.2 at 60% and 80% of the epochs; ``lr``,
+    ``weight_decay`` and ``normalize`` are then ignored.
     """
+    if protocol not in ("fast", "paper"):
+        raise ValueError(f"protocol must be 'fast' or 'paper', got {protocol!r}")
+    paper = protocol == "paper"
+    if paper:
+        lr, weight_decay, normalize = 1e-3, 0.0, False
     train_z, test_z = _embeddings(train_z, "train_z").float(), _embeddings(test_z, "test_z").float()
     check.same_dim(train_z, test_z, "train_z", "test_z")
     train_y = _labels(train_y, train_z.shape[0], "train_y")
@@ -114,13 +124,17 @@ def linear_probe(
     with torch.enable_grad():
         classifier = torch.nn.Linear(train_z.shape[1], classes)
         torch.nn.init.zeros_(classifier.weight), torch.nn.init.zeros_(classifier.bias)
-        optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+        betas = (0.5, 0.999) if paper else (0.9, 0.999)
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+        milestones = [int(0.6 * epochs), int(0.8 * epochs)] if paper else []
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.2)
         for _ in range(epochs):
             for batch in torch.randperm(train_z.shape[0], generator=generator).split(batch_size):
                 loss = F.cross_entropy(classifier(train_z[batch]), train_y[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+            schedule.step()
     with torch.no_grad():
         test_logits = classifier(test_z)
         return {

@@ -6,9 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import list_cmd, metrics_cmd, plot_cmd
+from . import eval_cmd, list_cmd, metrics_cmd, plot_cmd, train_cmd
 
-_COMMANDS = {"metrics": metrics_cmd, "plot": plot_cmd, "list": list_cmd}
+_COMMANDS = {
+    "train": train_cmd,
+    "eval": eval_cmd,
+    "metrics": metrics_cmd,
+    "plot": plot_cmd,
+    "list": list_cmd,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(_COMMANDS[args.command].run(args))
-    except (ValueError, TypeError, KeyError, ImportError) as err:
+    except (ValueError, TypeError, KeyError, ImportError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"contrasphere {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -10,8 +10,18 @@ from ..losses import LossSpec, list_losses, loss_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list the registered losses", description="List the registered losses.")
-    p.add_argument("what", nargs="?", default="losses", choices=["losses"], help="what to list (default: losses)")
+    p = sub.add_parser(
+        "list",
+        help="list the registered losses, training recipes or datasets",
+        description="List the registered losses (with their papers), the training recipes, or the datasets.",
+    )
+    p.add_argument(
+        "what",
+        nargs="?",
+        default="losses",
+        choices=["losses", "recipes", "datasets"],
+        help="what to list (default: losses)",
+    )
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print JSON instead of a table")
     form.add_argument("--markdown", action="store_true", help="print the comparison table of docs/objectives.md")
@@ -51,7 +61,34 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+def _recipes() -> list[dict]:
+    from ..recipes import get_recipe, list_recipes
+
+    out = []
+    for name in list_recipes():
+        r = get_recipe(name)
+        out.append({"name": name, "task": r.task, "dataset": r.data.dataset, "encoder": r.model.encoder,
+                    "loss": r.loss.name, "description": r.description})  # fmt: skip
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.what in ("recipes", "datasets"):
+        from ..data import DATASETS
+
+        rows = _recipes() if args.what == "recipes" else [{"name": k, "description": v} for k, v in DATASETS.items()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif args.markdown:
+            print(
+                "| name | description |\n|---|---|\n"
+                + "\n".join(f"| `{r['name']}` | {r['description']} |" for r in rows)
+            )
+        else:
+            width = max(len(r["name"]) for r in rows)
+            for r in rows:
+                print(f"{r['name']:<{width}}  {r['description']}")
+        return 0
     if args.json:
         print(json.dumps([describe(loss_spec(name)) for name in list_losses()], indent=2))
         return 0
