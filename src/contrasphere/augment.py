@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
+_LUMA = (0.2989, 0.587, 0.114)  # as torchvision's rgb_to_grayscale (ITU-R 601, rounded)
 
 
 @dataclass

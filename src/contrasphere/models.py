@@ -262,8 +262,8 @@ class _GlobalBatchStats(torch.autograd.Function):
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch of all processes, on any device (SimCLR's "global BN").
 
-    Training statistics are the mean and biased variance of the rows of every rank (sums all-reduced with
-    gradient); running statistics use the unbiased variance, as :class:`torch.nn.BatchNorm2d`. Outside a
+    Training statistics are the mean and biased variance of the rows of every rank (two all-reduces with
+    gradient: the mean first, then the squared deviations from it); running statistics use the unbiased variance, as :class:`torch.nn.BatchNorm2d`. Outside a
     process group, or in eval mode, it is plain BatchNorm.
     """
 
@@ -278,18 +278,19 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, input.dim())]
         x = input.float()
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
-        stats = _GlobalBatchStats.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         channels = x.shape[1]
+        stats = _GlobalBatchStats.apply(torch.cat([x.sum(dims), count]))
         total = stats[-1]
         mean = stats[:channels] / total
-        var = (stats[channels : 2 * channels] / total - mean * mean).clamp_min(0)
+        shape = [1, channels] + [1] * (input.dim() - 2)
+        # two passes, as BatchNorm itself: E[x^2] - E[x]^2 cancels catastrophically for low-variance channels
+        var = _GlobalBatchStats.apply(((x - mean.view(shape)) ** 2).sum(dims)) / total
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * var.detach() * total / (total - 1).clamp_min(1))
                 self.num_batches_tracked.add_(1)
-        shape = [1, channels] + [1] * (input.dim() - 2)
         out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)

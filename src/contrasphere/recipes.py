@@ -6,7 +6,8 @@ is a function returning a fully populated recipe; its ``tiny`` preset shrinks it
 
     contrasphere train cifar10-align-uniform --set optim.lr=0.1 --set train.epochs=20 --set loss.args.t=3
 
-``loss.args`` holds the loss's keyword arguments, checked against the loss's constructor. Unknown keys are
+``loss.args`` holds the loss's keyword arguments, checked against the loss's constructor; setting another
+``loss.name`` starts from the new loss's defaults. Unknown keys are
 rejected with the closest matches. The recipe is saved as JSON beside every checkpoint and read back by
 ``contrasphere eval`` and ``--resume``.
 """
@@ -198,6 +199,8 @@ def _loss_arguments(name: str) -> list[str]:
 def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
     """Apply ``key=value`` strings to ``recipe`` in place; unknown keys and bad values raise ``ValueError``."""
     hints_cache: dict[type, dict[str, Any]] = {}
+    # a loss's arguments belong to that loss: a new loss.name is applied first and starts from no arguments
+    overrides = sorted(overrides, key=lambda item: not item.replace(" ", "").startswith("loss.name="))
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
@@ -232,6 +235,8 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
             value = json.loads(text)
         else:
             value = _parse(text, kind, key)
+        if key == "loss.name" and value != recipe.loss.name:
+            recipe.loss.args = {}
         setattr(target, parts[-1], value)
     validate(recipe)
     return recipe

@@ -113,7 +113,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(recipe, s, total))
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-    step, log_path, ckpt_path = 0, out / "log.jsonl", out / "checkpoint.pt"
+    step, epoch_loss, log_path, ckpt_path = 0, [], out / "log.jsonl", out / "checkpoint.pt"
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
@@ -121,7 +121,7 @@ def train(
         inner.load_state_dict(state["model"]), loss_module.load_state_dict(state["loss"])
         optimizer.load_state_dict(state["optimizer"]), scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
+        step, epoch_loss = int(state["step"]), list(state["epoch_loss"])
     log: list[dict[str, Any]] = []
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -136,14 +136,14 @@ def train(
         if main_process:
             state = {"model": inner.state_dict(), "loss": loss_module.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                     "total_steps": total, "recipe": recipe.to_dict(), "torch_rng": torch.get_rng_state()}  # fmt: skip
+                     "total_steps": total, "epoch_loss": epoch_loss, "recipe": recipe.to_dict()}  # fmt: skip
             _atomic_save(state, ckpt_path)
 
     bar = _progress(total, step, progress and main_process, recipe)
     spec_inputs, micro = loss_spec(recipe.loss.name).inputs, recipe.data.batch_size // t.accumulate
     bounds = np.linspace(0, micro, world_size() + 1).round().astype(int)
     share = slice(int(bounds[rank()]), int(bounds[rank() + 1]))
-    epoch_loss, epoch_start, task.data_seconds = [], time.perf_counter(), 0.0
+    epoch_start, task.data_seconds = time.perf_counter(), 0.0
     model.train()
     while step < total and (stop_after is None or step < stop_after):
         epoch, i = divmod(step, steps_per_epoch)
