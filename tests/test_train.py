@@ -101,11 +101,12 @@ def test_resume_after_a_stop_reproduces_the_uninterrupted_run_exactly(tmp_path, 
         assert torch.equal(a[key], b[key]), key
     log_a = (tmp_path / "whole" / "log.jsonl").read_text().splitlines()
     log_b = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
-    strip = lambda rows: [
-        {k: v for k, v in json.loads(r).items() if k not in ("seconds", "samples_per_second", "data_fraction")}
-        for r in rows
-    ]  # noqa: E731
-    assert strip(log_a) == strip(log_b)
+    assert _without_timings(log_a) == _without_timings(log_b)
+
+
+def _without_timings(lines):
+    timings = ("seconds", "samples_per_second", "data_fraction")
+    return [{k: v for k, v in json.loads(line).items() if k not in timings} for line in lines]
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path):

@@ -345,7 +345,7 @@ def _digits() -> Recipe:
         model=ModelConfig(encoder="small_convnet", widths=(32, 64), head="mlp", head_hidden=128, out_dim=2),
         loss=LossConfig(name="align_uniform", args={"alpha": 2, "t": 2}),
         optim=OptimConfig(name="adam", lr=3e-3, weight_decay=1e-5, schedule="cosine", warmup_steps=10),
-        train=TrainConfig(epochs=40, heldout_samples=450),
+        train=TrainConfig(epochs=100, heldout_samples=450),
         eval=EvalConfig(knn_k=20, probe_epochs=200),
     )
 
