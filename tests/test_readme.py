@@ -17,4 +17,4 @@ def test_readme_starts_with_two_commands():
     first = blocks[1].strip().splitlines()
     assert first[0] == "bash" or first[0].startswith("python3")
     commands = [line for line in first if line.startswith("python3")]
-    assert len(commands) == 2 and commands[0].endswith("metrics --example") and commands[1].endswith("pytest")
+    assert len(commands) == 2 and commands[0].endswith("contrasphere train digits") and commands[1].endswith("pytest")

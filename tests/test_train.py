@@ -86,12 +86,16 @@ def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("overrides", [[], ["train.accumulate=2", "train.precision=bf16", "train.checkpoint_every=2"]])
-def test_resume_after_a_stop_reproduces_the_uninterrupted_run_exactly(tmp_path, overrides):
+# stop mid-epoch (3 of 4 steps), at an epoch's end (4), and with accumulation, bf16 and extra checkpoints
+@pytest.mark.parametrize(
+    ("stop", "overrides"),
+    [(3, []), (4, []), (3, ["train.accumulate=2", "train.precision=bf16", "train.checkpoint_every=2"])],
+)
+def test_resume_after_a_stop_reproduces_the_uninterrupted_run_exactly(tmp_path, stop, overrides):
     recipe = get_recipe("digits", "tiny", ["train.max_steps=7", "train.epochs=3", *overrides])
     whole = train(recipe, tmp_path / "whole", progress=False)
-    stopped = train(recipe, tmp_path / "split", progress=False, stop_after=3)
-    assert stopped["step"] == 3
+    stopped = train(recipe, tmp_path / "split", progress=False, stop_after=stop)
+    assert stopped["step"] == stop
     assert not any(p.name.startswith(".") for p in (tmp_path / "split").iterdir())  # no temporary file left
     resumed = train(recipe, tmp_path / "split", progress=False, resume=True)
     assert resumed["step"] == 7

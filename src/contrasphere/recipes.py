@@ -358,7 +358,7 @@ def _cifar(loss: LossConfig, description: str) -> Recipe:
         description=description,
         data=DataConfig(dataset="cifar10", batch_size=512),
         augment=dataclasses.replace(CIFAR_AUGMENT),
-        model=ModelConfig(encoder="small_convnet", widths=(64, 128, 256), head="mlp", head_hidden=512, out_dim=128),
+        model=ModelConfig(encoder="small_convnet", widths=(32, 64, 128), head="mlp", head_hidden=512, out_dim=128),
         loss=loss,
         optim=OptimConfig(name="sgd", lr=0.06 * 512 / 256, momentum=0.9, weight_decay=5e-4, warmup_steps=100),
         train=TrainConfig(epochs=50),

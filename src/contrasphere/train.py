@@ -94,7 +94,9 @@ def train(
     inner = model
     if world_size() > 1:
         model = DistributedDataParallel(
-            convert_global_batchnorm(model), device_ids=[device.index] if device.index is not None else None
+            convert_global_batchnorm(model),
+            device_ids=[device.index] if device.index is not None else None,
+            find_unused_parameters=recipe.task != "views",  # e.g. a transformer's pooler, unused by mean pooling
         )
     loss_fn = GatherLoss(loss_module)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
@@ -174,18 +176,19 @@ def train(
         epoch_loss.append(step_loss)
         bar(step, step_loss)
         end_of_epoch = step % steps_per_epoch == 0 or step == total
+        if end_of_epoch:
+            if main_process:
+                seconds = time.perf_counter() - epoch_start
+                record = {
+                    "epoch": math.ceil(step / steps_per_epoch), "step": step, "loss": float(np.mean(epoch_loss)),
+                    "lr": scheduler.get_last_lr()[0], "seconds": seconds,
+                    "samples_per_second": len(epoch_loss) * recipe.data.batch_size / seconds,
+                    "data_fraction": task.data_seconds / seconds,
+                }  # fmt: skip
+                _write_log(log_path, log, {**record, **task.heldout(model)})
+            epoch_loss, epoch_start, task.data_seconds = [], time.perf_counter(), 0.0
         if (t.checkpoint_every and step % t.checkpoint_every == 0) or end_of_epoch:
             save()
-        if end_of_epoch and main_process:
-            seconds = time.perf_counter() - epoch_start
-            record = {
-                "epoch": math.ceil(step / steps_per_epoch), "step": step, "loss": float(np.mean(epoch_loss)),
-                "lr": scheduler.get_last_lr()[0], "seconds": seconds,
-                "samples_per_second": len(epoch_loss) * recipe.data.batch_size / seconds,
-                "data_fraction": task.data_seconds / seconds,
-            }  # fmt: skip
-            _write_log(log_path, log, {**record, **task.heldout(model)})
-            epoch_loss, epoch_start, task.data_seconds = [], time.perf_counter(), 0.0
     save()
     bar(None, None)
     return {"step": step, "total_steps": total, "task": task, "model": inner, "loss_module": loss_module, "log": log}
