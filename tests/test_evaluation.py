@@ -102,3 +102,35 @@ def test_retrieval_recall_matches_a_loop():
     assert E.retrieval_recall(images, images, torch.arange(30))["R@1"] == 1.0
     with pytest.raises(ValueError, match="no item in the gallery"):
         E.retrieval_recall(images, images[:5], torch.arange(30))
+
+
+def test_paper_linear_protocol_follows_its_schedule_on_raw_features():
+    digits = load_digits()
+    x, y = digits.data.astype(np.float32) / 16, digits.target
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:1300], order[1300:]
+    ours = E.linear_probe(x[train], y[train], x[test], y[test], epochs=20, protocol="paper")
+    # the protocol written out: raw features, zero-initialised classifier, Adam(1e-3, betas (0.5, 0.999)),
+    # learning rate x0.2 at 60% and 80% of the epochs, the same seeded mini-batches
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    classifier = torch.nn.Linear(64, 10)
+    torch.nn.init.zeros_(classifier.weight), torch.nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    generator = torch.Generator().manual_seed(0)
+    for epoch in range(20):
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * 0.2 ** ((epoch >= 12) + (epoch >= 16))
+        for batch in torch.randperm(1300, generator=generator).split(256):
+            loss = torch.nn.functional.cross_entropy(classifier(xt[batch]), yt[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        logits = classifier(torch.from_numpy(x[test]))
+    expected = float((logits.argmax(1) == torch.from_numpy(y[test])).double().mean())
+    assert ours["test_accuracy"] == expected
+    assert ours["test_loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[test]))), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="protocol must be"):
+        E.linear_probe(x[train], y[train], x[test], y[test], protocol="sklearn")
