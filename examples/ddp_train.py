@@ -12,6 +12,7 @@ one-process run up to floating-point rounding. Writes the final parameters to --
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 
 import numpy as np
@@ -63,6 +64,9 @@ def main() -> None:
         inner = model.module if isinstance(model, DistributedDataParallel) else model
         torch.save({k: v.detach().clone() for k, v in inner.state_dict().items()}, args.out)
     if dist.is_initialized():
+        del model  # the DDP wrapper's reducer must go before the process group, or exit can abort
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -15,6 +15,7 @@ the same parameters as one process on the same global batch.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -84,7 +85,8 @@ def train(
     ``stop_after`` ends the run after that many steps, as a preemption would (tests use it to check that
     ``resume`` is exact). Returns ``{"step", "total_steps", "task", "model", "loss_module", "log"}``.
     """
-    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+    owns_group = "WORLD_SIZE" in os.environ and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group("nccl" if torch.cuda.is_available() and recipe.train.device != "cpu" else "gloo")
     t, out, main_process = recipe.train, Path(out), rank() == 0
     if t.threads:
@@ -157,11 +159,11 @@ def train(
         step_loss = 0.0
         for m in range(t.accumulate):
             sync = m == t.accumulate - 1 or not isinstance(model, DistributedDataParallel)
-            with (
-                contextlib.nullcontext() if sync else model.no_sync(),
-                torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None),
-            ):
-                outputs = task.step(model, index[m * micro : (m + 1) * micro], share, generator)
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)):
+                    outputs = task.step(model, index[m * micro : (m + 1) * micro], share, generator)
+                # the loss outside autocast, on float32 embeddings: logits / tau in bfloat16 lose 2-3 digits
+                outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
                 loss = loss_fn(**loss_inputs(spec_inputs, outputs, recipe.loss.name)) / t.accumulate
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -191,6 +193,12 @@ def train(
             save()
     save()
     bar(None, None)
+    if dist.is_initialized():  # every rank leaves together; evaluation then runs on rank 0 alone
+        model = inner  # drop the DDP wrapper (and its reducer) before the process group goes
+        gc.collect()
+        dist.barrier()
+        if owns_group:
+            dist.destroy_process_group()
     return {"step": step, "total_steps": total, "task": task, "model": inner, "loss_module": loss_module, "log": log}
 
 
