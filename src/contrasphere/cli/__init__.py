@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import eval_cmd, list_cmd, metrics_cmd, plot_cmd, train_cmd
+from . import eval_cmd, list_cmd, metrics_cmd, plot_cmd, reproduce_cmd, train_cmd
 
 _COMMANDS = {
     "train": train_cmd,
@@ -14,6 +14,7 @@ _COMMANDS = {
     "metrics": metrics_cmd,
     "plot": plot_cmd,
     "list": list_cmd,
+    "reproduce": reproduce_cmd,
 }
 
 
