@@ -54,5 +54,5 @@ def log(message: str, progress: bool) -> None:
         print(message, flush=True)
 
 
-def scaled(value: int | float, budget: float, minimum: int = 1) -> int:
+def scaled(value: float, budget: float, minimum: int = 1) -> int:
     return max(minimum, round(value * budget))

@@ -34,7 +34,9 @@ HEAD_DIM = 256
 
 def _features(pairs: D.CaptionedImages, progress: bool) -> dict[str, torch.Tensor]:
     def build() -> dict[str, torch.Tensor]:
-        log("  encoding images with EfficientNet-Lite0 and captions with all-MiniLM-L6-v2 (cached afterwards)", progress)
+        log(
+            "  encoding images with EfficientNet-Lite0 and captions with all-MiniLM-L6-v2 (cached afterwards)", progress
+        )
         tower = EfficientNetLite0().eval()
         with torch.no_grad():
             images = torch.cat(

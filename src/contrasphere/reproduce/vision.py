@@ -54,7 +54,9 @@ def _base(budget: float, tiny: bool) -> list[str]:
     ]  # fmt: skip
 
 
-def _one(label: str, loss: str, args: dict[str, Any], base: list[str], extra: list[str] | None = None) -> dict[str, Any]:
+def _one(
+    label: str, loss: str, args: dict[str, Any], base: list[str], extra: list[str] | None = None
+) -> dict[str, Any]:
     overrides = [f"loss.name={loss}", *base, *[f"loss.args.{k}={v}" for k, v in args.items()], *(extra or [])]
     recipe = get_recipe("cifar10-align-uniform", overrides=overrides)
     with tempfile.TemporaryDirectory() as folder:
@@ -117,7 +119,10 @@ def _write(report: Report, runs: list[dict[str, Any]], circle: list[dict[str, An
     rows = sorted(runs, key=lambda r: -r["linear_accuracy"])
     report.table(
         ["encoder", "alignment", "uniformity", "linear acc. (%)", "kNN acc. (%)"],
-        [[r["label"], r["alignment"], r["uniformity"], 100 * r["linear_accuracy"], 100 * r["knn_accuracy"]] for r in rows],
+        [
+            [r["label"], r["alignment"], r["uniformity"], 100 * r["linear_accuracy"], 100 * r["knn_accuracy"]]
+            for r in rows
+        ],
     )
     correlations = {}
     if len(runs) >= 3:
@@ -181,7 +186,11 @@ def _plot_ratio(ratio: list[dict[str, Any]], path: Path) -> Path:
     for r in ratio:
         if r not in finite:
             ax.axhline(100 * r["linear_accuracy"], ls="--", lw=1, color="0.5")
-            ax.annotate(r["label"].replace("au ", ""), (ax.get_xlim()[0] if finite else 0, 100 * r["linear_accuracy"]), fontsize=7)
+            ax.annotate(
+                r["label"].replace("au ", ""),
+                (ax.get_xlim()[0] if finite else 0, 100 * r["linear_accuracy"]),
+                fontsize=7,
+            )
     ax.set_xscale("log")
     ax.set_xlabel("align_weight / uniform_weight (alpha = 2, t = 2)")
     ax.set_ylabel("accuracy (%)")
