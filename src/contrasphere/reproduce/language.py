@@ -46,10 +46,8 @@ def _sts(model: TextEncoder, sets: dict[str, D.SentencePairs]) -> dict[str, floa
     return scores
 
 
-def _track(model: TextEncoder, dev: D.SentencePairs, sentences: list[str]) -> dict[str, float]:
-    positive = dev.scores > 4
-    a = [s for s, p in zip(dev.a, positive.tolist()) if p]
-    b = [s for s, p in zip(dev.b, positive.tolist()) if p]
+def _track(model: TextEncoder, a: list[str], b: list[str], sentences: list[str]) -> dict[str, float]:
+    """Alignment of the positive pairs ``a[i], b[i]`` and uniformity of ``sentences``."""
     return {
         "alignment": metrics.alignment(_embed(model, a), _embed(model, b), alpha=2),
         "uniformity": metrics.uniformity(_embed(model, sentences), t=2),
@@ -58,13 +56,14 @@ def _track(model: TextEncoder, dev: D.SentencePairs, sentences: list[str]) -> di
 
 def finetune(
     loss_name: str, sentences: list[str], *, steps: int, batch: int, track_every: int, track: Any, seed: int = 0,
-    lr: float = 3e-5, progress: bool = True,
+    lr: float = 3e-5, progress: bool = True, start: dict[str, float] | None = None,
 ) -> tuple[TextEncoder, list[dict[str, float]]]:  # fmt: skip
+    """``start``: the tracked quantities of the pretrained weights, where the caller has measured them already."""
     model = TextEncoder(max_length=32)
     loss_fn = create_loss(loss_name, **LOSSES[loss_name])
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(seed))
-    history = [{"step": 0, **track(model)}]
+    history = [{"step": 0, **(start if start is not None else track(model))}]
     model.train()
     began = time.perf_counter()
     for step in range(1, steps + 1):
@@ -97,24 +96,29 @@ def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str
     tracked = list(dict.fromkeys(dev.a + dev.b))
     track_sentences = tracked[: 1000 if not tiny else 60]
 
+    positive = (dev.scores > 4).tolist()
+    positive_a = [s for s, p in zip(dev.a, positive) if p]
+    positive_b = [s for s, p in zip(dev.b, positive) if p]
+
     def track(model: TextEncoder) -> dict[str, float]:
-        return _track(model, dev, track_sentences)
+        return _track(model, positive_a, positive_b, track_sentences)
 
     log("  evaluating the pretrained encoder on STS", progress)
     pretrained = TextEncoder(max_length=32)
-    runs: dict[str, Any] = {"pretrained": {"sts": _sts(pretrained, sets), **track(pretrained)}}
+    start = track(pretrained)  # every fine-tune begins from these weights: step 0 of each history
+    runs: dict[str, Any] = {"pretrained": {"sts": _sts(pretrained, sets), **start}}
     del pretrained
     for name in LOSSES:
         log(f"  fine-tuning with {name}: {steps} steps of {batch} sentences", progress)
         model, history = finetune(name, sentences, steps=steps, batch=batch, track_every=track_every, track=track,
-                                  progress=progress)  # fmt: skip
+                                  progress=progress, start=start)  # fmt: skip
         runs[name] = {"sts": _sts(model, sets), "history": history}
         del model
     report.text(
         __doc__.split("\n\n", 1)[1].strip(),
         f"Setting: {steps} steps, batch {batch} sentences (each twice), AdamW lr 3e-5, max 32 tokens, mean "
         f"pooling (MiniLM's own), seed 0. Alignment/uniformity are tracked every {track_every} steps on "
-        f"{int((dev.scores > 4).sum())} positive STS-B dev pairs and {len(track_sentences)} dev sentences. "
+        f"{len(positive_a)} positive STS-B dev pairs and {len(track_sentences)} dev sentences. "
         "SimCSE trained BERT-base for 1 epoch of 1M sentences with batch 64 (15,625 steps); this is a reduced scale.",
     )
     names = list(runs["pretrained"]["sts"])

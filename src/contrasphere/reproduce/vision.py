@@ -62,14 +62,20 @@ def _one(
     with tempfile.TemporaryDirectory() as folder:
         result = train(recipe, folder, progress=False)
     results, tensors = result["task"].evaluate(result["model"])
-    heldout = results["heldout"]
     return {
         "label": label, "loss": loss, "args": args, "overrides": overrides, "steps": result["step"],
-        "alignment": heldout["alignment"], "uniformity": heldout["uniformity"],
+        **_summary(results, tensors),
+        "output_linear_accuracy": results["output"]["linear_probe"]["test_accuracy"], "log": result["log"],
+    }  # fmt: skip
+
+
+def _summary(results: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the report needs of one evaluation; ``_``-keys hold the 2-d test features for the circle figure."""
+    return {
+        "alignment": results["heldout"]["alignment"], "uniformity": results["heldout"]["uniformity"],
         "linear_accuracy": results["encoder"]["linear_probe"]["test_accuracy"],
         "knn_accuracy": results["encoder"]["knn_accuracy"],
-        "output_linear_accuracy": results["output"]["linear_probe"]["test_accuracy"],
-        "log": result["log"], "_z": tensors.get("test_z"), "_y": tensors.get("test_labels"),
+        "_z": tensors.get("test_z"), "_y": tensors.get("test_labels"),
     }  # fmt: skip
 
 
@@ -97,10 +103,7 @@ def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str
         if label == "untrained":
             recipe = get_recipe("cifar10-align-uniform", overrides=[*base, *two_d])
             task, model, _ = build(recipe, torch.device("cpu"))
-            results, tensors = task.evaluate(model)
-            r = {"label": label, "alignment": results["heldout"]["alignment"], "uniformity": results["heldout"]["uniformity"],
-                 "linear_accuracy": results["encoder"]["linear_probe"]["test_accuracy"],
-                 "knn_accuracy": results["encoder"]["knn_accuracy"], "_z": tensors["test_z"], "_y": tensors["test_labels"]}  # fmt: skip
+            r = {"label": label, **_summary(*task.evaluate(model))}
         else:
             r = _one(label, loss, args, base, two_d)
         circle.append(r)
@@ -140,8 +143,8 @@ def _write(report: Report, runs: list[dict[str, Any]], circle: list[dict[str, An
             [[m, *c.values()] for m, c in correlations.items()],
         )
     best = {}
-    for family, name in (("contrastive", "NT-Xent"), ("align-uniform", "align-uniform")):
-        members = [r for r in runs if (r["family"] == "contrastive") == (family == "contrastive")]
+    for name, contrastive in (("NT-Xent", True), ("align-uniform", False)):
+        members = [r for r in runs if (r["family"] == "contrastive") == contrastive]
         if members:
             best[name] = max(members, key=lambda r: r["linear_accuracy"])
     if best:
