@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from contrasphere.recipes import get_recipe
+from contrasphere.train.recipes import get_recipe
 from contrasphere.train import build, train
 
 HERE = Path(__file__).resolve().parent

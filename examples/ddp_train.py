@@ -23,7 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import contrasphere
 from contrasphere.cli.metrics_cmd import example_paths
-from contrasphere.distributed import GatherLoss, all_reduce_mean, rank, world_size
+from contrasphere.distributed import all_reduce_mean, rank, world_size
+from contrasphere.losses import GatherLoss
 
 
 def main() -> None:

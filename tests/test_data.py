@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from contrasphere import data as D
-from contrasphere.augment import Augment, AugmentConfig, hsv_to_rgb, rgb_to_hsv
-from contrasphere.recipes import Recipe, all_keys, apply_overrides, get_recipe, list_recipes
+from contrasphere.train import data as D
+from contrasphere.train.augment import Augment, AugmentConfig, hsv_to_rgb, rgb_to_hsv
+from contrasphere.train.config import Recipe, all_keys, apply_overrides
+from contrasphere.train.recipes import get_recipe, list_recipes
 
 TF = pytest.importorskip("torchvision.transforms.v2.functional")
 SHARED = Path("..") / "shared" / "data"

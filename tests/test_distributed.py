@@ -11,7 +11,8 @@ from conftest import make_loss
 from torch.nn.parallel import DistributedDataParallel
 
 import contrasphere
-from contrasphere.distributed import GatherLoss, all_gather_with_grad
+from contrasphere.distributed import all_gather_with_grad
+from contrasphere.losses import GatherLoss
 from contrasphere.gradcache import grad_cache_backward
 from contrasphere.losses import loss_spec
 

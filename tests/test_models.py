@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrasphere.models import (
+from contrasphere.train.models import (
     Embedder,
     GlobalBatchNorm,
     ProjectionHead,

@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from contrasphere import data as D
+from contrasphere.train import data as D
 from contrasphere.cli import main
-from contrasphere.recipes import Recipe, get_recipe, list_recipes
+from contrasphere.train.config import Recipe
+from contrasphere.train.recipes import get_recipe, list_recipes
 from contrasphere.train import train
 
 SHARED = Path("..") / "shared" / "data"

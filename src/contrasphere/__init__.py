@@ -16,7 +16,7 @@ built on them, behind one registry::
 The core needs only torch and numpy.
 """
 
-from . import amcl, functional, isogclr, metrics
+from . import functional, metrics
 from .functional import align_uniform, alignment, uniformity
 from .losses import LossSpec, create_loss, list_losses, loss_spec, register_loss
 
@@ -26,10 +26,8 @@ __all__ = [
     "LossSpec",
     "align_uniform",
     "alignment",
-    "amcl",
     "create_loss",
     "functional",
-    "isogclr",
     "list_losses",
     "loss_spec",
     "metrics",

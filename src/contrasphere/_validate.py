@@ -7,10 +7,18 @@ exponentiate and sum over many pairs, which float16 and bfloat16 cannot hold); f
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import typing
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
+
+Rule = Callable[[Any, str], Any]
+F = TypeVar("F", bound=Callable[..., Any])
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -126,3 +134,78 @@ def labels(y: object, n: int, name: str = "labels") -> Tensor:
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}; convert with labels.long()")
     return y
+
+
+def optional(rule: Rule) -> Rule:
+    """A rule that also accepts ``None`` (a hyperparameter whose absence means "off" or "the default")."""
+
+    def check(value: Any, name: str) -> Any:
+        return None if value is None else rule(value, name)
+
+    return check
+
+
+def one_of(choices: tuple[Any, ...]) -> Rule:
+    """A rule that accepts only ``choices`` (what a ``Literal[...]`` annotation allows)."""
+
+    def check(value: Any, name: str) -> Any:
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            allowed = " or ".join(repr(c) for c in choices) if len(choices) == 2 else f"one of {listed}"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        return value
+
+    return check
+
+
+def _literal_rules(fn: Callable[..., Any]) -> dict[str, Rule]:
+    """A :func:`one_of` rule for every keyword-only parameter of ``fn`` annotated ``Literal[...]``."""
+    hints = typing.get_type_hints(fn)
+    rules: dict[str, Rule] = {}
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is Literal:
+            rules[name] = one_of(typing.get_args(hint))
+    return rules
+
+
+def hyperparameters(**rules: Rule) -> Callable[[F], F]:
+    """Declare how a function's keyword-only hyperparameters are checked, once, beside its signature.
+
+    The decorated function checks (and normalises, e.g. ``int`` to ``float``) each named hyperparameter on every
+    call, plus every ``Literal[...]``-annotated one against its choices; the rules are kept on the function as
+    ``__hyperparameter_rules__`` so that its module twin in :mod:`contrasphere.losses` checks them at construction,
+    with the same messages. A default is checked like any other value (a test runs every function's defaults)::
+
+        @check.hyperparameters(temperature=check.positive)
+        def nt_xent(z_a, z_b, *, temperature=0.5, block_size=None): ...
+    """
+
+    def wrap(fn: F) -> F:
+        params = inspect.signature(fn).parameters
+        unknown = [n for n in rules if n not in params or params[n].kind is not inspect.Parameter.KEYWORD_ONLY]
+        if unknown:
+            raise TypeError(f"{fn.__name__} has no keyword-only parameter {', '.join(unknown)}")
+        every: dict[str, Rule] = {}
+
+        def all_rules() -> dict[str, Rule]:
+            if not every:  # annotations resolve only once the defining module is complete
+                every.update({**_literal_rules(fn), **rules})
+            return every
+
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            for name, rule in all_rules().items():
+                if name in kwargs:
+                    kwargs[name] = rule(kwargs[name], name)
+            return fn(*args, **kwargs)
+
+        checked.__hyperparameter_rules__ = all_rules  # type: ignore[attr-defined]
+        return typing.cast(F, checked)
+
+    return wrap
+
+
+def hyperparameter_rules(fn: Callable[..., Any]) -> dict[str, Rule]:
+    """The rules :func:`hyperparameters` declared for ``fn`` (with its ``Literal`` choices); ``{}`` if none."""
+    rules = getattr(fn, "__hyperparameter_rules__", None)
+    return dict(rules()) if rules is not None else _literal_rules(fn)

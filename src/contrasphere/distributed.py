@@ -11,10 +11,8 @@ averages the parameter gradients over the ranks, dividing the ``world_size`` bac
 the gradient of the single-process loss on the global batch. (Forgetting the sum, as an all-gather without
 gradient does, leaves gradients ``world_size`` times too small and drops every cross-rank term.)
 
-:class:`GatherLoss` wraps any registered loss so that it gathers its inputs first::
-
-    loss_fn = GatherLoss(contrasphere.create_loss("nt_xent"))
-    loss = loss_fn(z_a=z_a, z_b=z_b)   # same value on every rank: the loss of the global batch
+:class:`contrasphere.losses.GatherLoss` wraps any registered loss so that it gathers its inputs first, and
+:func:`all_reduce_with_grad` sums a tensor over ranks with a gradient (global BatchNorm's statistics).
 
 Run training with ``torchrun --nproc_per_node K ...`` and ``torch.distributed.init_process_group``; without an
 initialised process group everything here is the identity.
@@ -24,9 +22,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
-
-from .losses import LossSpec, loss_spec_of
+from torch import Tensor
 
 
 def is_initialized() -> bool:
@@ -87,6 +83,32 @@ def all_gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     return _gather(x, sizes), offset
 
 
+class _AllReduceWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        grad = grad.clone()
+        dist.all_reduce(grad)  # every rank used the sum, so each rank's input gets the sum of their gradients
+        return grad
+
+
+def all_reduce_with_grad(x: Tensor) -> Tensor:
+    """The sum of ``x`` over ranks, differentiable (its backward sums the gradients); ``x`` without a group."""
+    if not is_initialized() or world_size() == 1:
+        return x
+    return _AllReduceWithGrad.apply(x)
+
+
+def sizes_of(n: int, device: torch.device) -> list[int]:
+    """Every rank's row count ``n``, in rank order (a collective); ``[n]`` without a process group."""
+    return _sizes(n, device) if is_initialized() and world_size() > 1 else [n]
+
+
 def all_reduce_mean(value: Tensor) -> Tensor:
     """The mean of a value over ranks, detached, for logging (a collective: call it on every rank)."""
     value = value.detach().clone()
@@ -94,30 +116,3 @@ def all_reduce_mean(value: Tensor) -> Tensor:
         return value
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / world_size()
-
-
-class GatherLoss(nn.Module):
-    """Any registered loss, computed on the embeddings (and labels) gathered from every rank.
-
-    Each rank gets the global-batch loss; with DistributedDataParallel the parameter gradients equal those of the
-    single-process loss on the global batch exactly (see the module docstring). Every rank computes the whole
-    ``N_global x N_global`` reduction, which the tiled engine keeps memory-linear.
-    """
-
-    def __init__(self, loss: nn.Module, spec: LossSpec | None = None) -> None:
-        super().__init__()
-        self.loss = loss
-        self.spec = spec or loss_spec_of(loss)
-
-    def forward(self, **inputs: Tensor) -> Tensor:
-        return self.loss(**{name: self._gather(name, value) for name, value in inputs.items()})
-
-    def _gather(self, name: str, value: Tensor) -> Tensor:
-        if name not in self.spec.inputs or name in self.spec.shared or not isinstance(value, Tensor) or value.ndim == 0:
-            return value  # shared inputs and scalars are the same on every rank
-        if name in self.spec.indices and is_initialized() and world_size() > 1:  # local row indices -> global
-            sizes = _sizes(value.shape[0], value.device)
-            return all_gather_with_grad(value + sum(sizes[: rank()]))[0]
-        if name in self.spec.stacked:  # (V, N, D): gather the samples, dimension 1
-            return all_gather_with_grad(value.transpose(0, 1))[0].transpose(0, 1)
-        return all_gather_with_grad(value)[0]

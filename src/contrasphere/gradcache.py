@@ -12,7 +12,7 @@ needs all embeddings of the batch at once, but the encoder's activations need no
 Peak activation memory is that of one chunk; the parameter gradients equal those of embedding the same chunks
 in one graph. Layers that mix samples across the batch (BatchNorm's batch statistics) see one chunk at a time, as
 in any chunked forward pass. Under DistributedDataParallel, gradient synchronisation runs once, on the last chunk;
-wrap the loss in :class:`contrasphere.distributed.GatherLoss` to contrast against every rank's embeddings.
+wrap the loss in :class:`contrasphere.losses.GatherLoss` to contrast against every rank's embeddings.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def grad_cache_backward(
 
     Args:
         model: the encoder (possibly wrapped in DistributedDataParallel); its parameters receive ``.grad``.
-        loss_fn: any contrasphere loss (or :class:`~contrasphere.distributed.GatherLoss`); called with the
+        loss_fn: any contrasphere loss (or :class:`~contrasphere.losses.GatherLoss`); called with the
             embeddings of the whole batch as keyword arguments, plus ``loss_kwargs``.
         inputs: tensors split into chunks along dimension 0 (e.g. the two augmented views ``(x_a, x_b)``).
         chunk_size: rows per chunk.

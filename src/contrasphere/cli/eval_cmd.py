@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recipes import apply_overrides
-    from ..runs import evaluate_run, load_run
+    from ..train.config import apply_overrides
+    from ..train.runs import evaluate_run, load_run
 
     bad = [o for o in args.overrides if not o.startswith("eval.")]
     if bad:

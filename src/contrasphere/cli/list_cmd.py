@@ -62,7 +62,7 @@ def markdown() -> str:
 
 
 def _recipes() -> list[dict]:
-    from ..recipes import get_recipe, list_recipes
+    from ..train.recipes import get_recipe, list_recipes
 
     out = []
     for name in list_recipes():
@@ -74,7 +74,7 @@ def _recipes() -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     if args.what in ("recipes", "datasets"):
-        from ..data import DATASETS
+        from ..train.data import DATASETS
 
         rows = _recipes() if args.what == "recipes" else [{"name": k, "description": v} for k, v in DATASETS.items()]
         if args.json:

@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def load_recipe(name: str, tiny: bool, overrides: list[str]):
-    from ..recipes import Recipe, apply_overrides, get_recipe
+    from ..train.config import Recipe, apply_overrides
+    from ..train.recipes import get_recipe
 
     if name.endswith(".json"):
         recipe = Recipe.from_dict(json.loads(Path(name).read_text()))
@@ -57,7 +58,7 @@ def load_recipe(name: str, tiny: bool, overrides: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     from ..distributed import rank
-    from ..runs import evaluate_run
+    from ..train.runs import evaluate_run
     from ..train import train
 
     recipe = load_recipe(args.recipe, args.tiny, args.overrides)
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(results: dict, out: Path) -> None:
-    from ..runs import _flat
+    from ..train.runs import _flat
 
     width = max(len(k) for k, _ in _flat(results))
     for key, value in _flat(results):

@@ -28,6 +28,7 @@ from ..pairwise import gaussian_logsumexp, row_logsumexp
 UniformityOffset = Literal["none", "2t", "sphere"]
 
 
+@check.hyperparameters(alpha=check.positive)
 def alignment(z_a: Tensor, z_b: Tensor, *, alpha: float = 2.0) -> Tensor:
     r"""Alignment loss: the mean distance between positive pairs, raised to ``alpha``.
 
@@ -40,7 +41,6 @@ def alignment(z_a: Tensor, z_b: Tensor, *, alpha: float = 2.0) -> Tensor:
     Args:
         alpha: exponent of the distance, > 0 (the paper uses 2).
     """
-    alpha = check.positive(alpha, "alpha")
     z_a = check.embeddings(z_a, "z_a")
     z_b = check.embeddings(z_b, "z_b")
     check.same_shape(z_a, z_b, "z_a", "z_b")
@@ -48,6 +48,7 @@ def alignment(z_a: Tensor, z_b: Tensor, *, alpha: float = 2.0) -> Tensor:
     return torch.linalg.vector_norm(z_a - z_b, dim=1).pow(alpha).mean()
 
 
+@check.hyperparameters(t=check.positive)
 def uniformity(
     z: Tensor, *, t: float = 2.0, offset: UniformityOffset = "none", block_size: int | None = None
 ) -> Tensor:
@@ -74,7 +75,6 @@ def uniformity(
         block_size: the pairwise engine's tiling (:mod:`contrasphere.pairwise`): None picks dense for small
             batches and memory-linear tiles for large ones; 0 forces dense; a positive number sets the tile side.
     """
-    t = check.positive(t, "t")
     z = check.embeddings(
         z, "z", min_rows=2, why="uniformity averages over pairs of distinct embeddings", keep_dtype=True
     )
@@ -111,6 +111,7 @@ def _offset(offset: str, t: float, dim: int) -> float:
     raise ValueError(f"offset must be one of 'none', '2t', 'sphere', got {offset!r}")
 
 
+@check.hyperparameters(align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.positive)
 def align_uniform(
     z_a: Tensor,
     z_b: Tensor,
@@ -148,6 +149,7 @@ def check_weights(align_weight: float, uniform_weight: float) -> tuple[float, fl
     return align_weight, uniform_weight
 
 
+@check.hyperparameters(t=check.positive)
 def uniformity_with_queue(
     q: Tensor, queue: Tensor, *, t: float = 2.0, intra_batch: bool = True, block_size: int | None = None
 ) -> Tensor:
@@ -164,7 +166,6 @@ def uniformity_with_queue(
     Shape:
         q: ``(N, D)``; queue: ``(K, D)`` keys as rows (the reference stores the transpose). Returns a scalar.
     """
-    t = check.positive(t, "t")
     q = check.embeddings(q, "q", min_rows=2 if intra_batch else 1, why="intra-batch pairs need two", keep_dtype=True)
     queue = check.embeddings(queue, "queue", min_rows=1, why="the queue holds the negatives", keep_dtype=True)
     check.same_dim(q, queue, "q", "queue")

@@ -12,6 +12,7 @@ from .. import _validate as check
 from .contrastive import _pair
 
 
+@check.hyperparameters(lambd=check.positive, eps=check.positive)
 def barlow_twins(z_a: Tensor, z_b: Tensor, *, lambd: float = 0.0051, eps: float = 1e-5) -> Tensor:
     r"""Barlow Twins: drive the cross-correlation of the two views' standardised embeddings to the identity.
 
@@ -27,8 +28,6 @@ def barlow_twins(z_a: Tensor, z_b: Tensor, *, lambd: float = 0.0051, eps: float 
         lambd: :math:`\lambda > 0`, the weight of the redundancy term (0.0051 in the paper).
         eps: added to the variance, as batch norm does.
     """
-    lambd = check.positive(lambd, "lambd")
-    eps = check.positive(eps, "eps")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="the batch standardisation needs a variance")
     dtype = torch.float64 if z_a.dtype == torch.float64 else torch.float32
     a = F.batch_norm(z_a.to(dtype), None, None, training=True, eps=eps)
@@ -38,6 +37,7 @@ def barlow_twins(z_a: Tensor, z_b: Tensor, *, lambd: float = 0.0051, eps: float 
     return on_diag + lambd * (c.pow(2).sum() - c.diagonal().pow(2).sum())
 
 
+@check.hyperparameters(mu=check.optional(check.positive))
 def spectral_contrastive(z_a: Tensor, z_b: Tensor, *, mu: float | None = 1.0) -> Tensor:
     r"""The spectral contrastive loss: a low-rank factorisation of the augmentation graph's adjacency.
 
@@ -55,7 +55,7 @@ def spectral_contrastive(z_a: Tensor, z_b: Tensor, *, mu: float | None = 1.0) ->
     dtype = torch.float64 if z_a.dtype == torch.float64 else torch.float32
     a, b = z_a.to(dtype), z_b.to(dtype)
     if mu is not None:
-        radius = math.sqrt(check.positive(mu, "mu"))
+        radius = math.sqrt(mu)
         a = a * (radius / torch.linalg.vector_norm(a, dim=1, keepdim=True)).clamp(max=1.0)
         b = b * (radius / torch.linalg.vector_norm(b, dim=1, keepdim=True)).clamp(max=1.0)
     n = a.shape[0]
@@ -64,6 +64,7 @@ def spectral_contrastive(z_a: Tensor, z_b: Tensor, *, mu: float | None = 1.0) ->
     return -2.0 * positive.mean() + (all_squares - positive.pow(2).sum()) / (n * (n - 1))
 
 
+@check.hyperparameters(epsilon=check.positive, iterations=check.integer)
 @torch.no_grad()
 def sinkhorn(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
     r"""SwAV's equipartitioned soft assignments of ``N`` samples to ``K`` prototypes (Sinkhorn-Knopp).
@@ -72,8 +73,6 @@ def sinkhorn(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3) -> T
     and samples (each ``1/N``), ``iterations`` times, as the SwAV code does; computed in log space, so small
     ``epsilon`` does not overflow. Returns ``(N, K)`` assignments whose rows sum to 1. No gradient.
     """
-    epsilon = check.positive(epsilon, "epsilon")
-    check.integer(iterations, "iterations")
     n, k = scores.shape
     log_q = scores.float() / epsilon if scores.dtype != torch.float64 else scores / epsilon
     log_q = log_q - torch.logsumexp(log_q.flatten(), 0)
@@ -83,6 +82,9 @@ def sinkhorn(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3) -> T
     return torch.exp(log_q + math.log(n))
 
 
+@check.hyperparameters(
+    temperature=check.positive, epsilon=check.positive, sinkhorn_iterations=check.integer
+)
 def swav(
     z_a: Tensor,
     z_b: Tensor,
@@ -106,7 +108,6 @@ def swav(
     Args:
         temperature: :math:`\tau` (0.1); epsilon: the Sinkhorn regularisation (0.05); sinkhorn_iterations: 3.
     """
-    temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b)
     prototypes = check.embeddings(prototypes, "prototypes", min_rows=2, why="assignments need two prototypes")
     check.same_dim(z_a, prototypes, "z_a", "prototypes")

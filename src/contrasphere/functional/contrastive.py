@@ -37,6 +37,7 @@ def _dot(z_a: Tensor, z_b: Tensor) -> Tensor:
     return (z_a.to(dtype) * z_b.to(dtype)).sum(1)
 
 
+@check.hyperparameters(temperature=check.positive)
 def info_nce(
     z_a: Tensor,
     z_b: Tensor,
@@ -60,7 +61,6 @@ def info_nce(
         temperature: :math:`\tau > 0`; smaller sharpens the softmax (0.07 in MoCo and CLIP).
         negatives: extra negatives shared by every anchor (e.g. a memory bank or a MoCo queue).
     """
-    temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b)
     scale = 1.0 / temperature
     lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
@@ -71,6 +71,7 @@ def info_nce(
     return (lse - scale * _dot(z_a, z_b)).mean()
 
 
+@check.hyperparameters(temperature=check.positive)
 def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, block_size: int | None = None) -> Tensor:
     r"""NT-Xent, SimCLR's loss over ``2N`` views: each view must pick out its partner among the other ``2N - 1``.
 
@@ -85,7 +86,6 @@ def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, block_size: i
     Args:
         temperature: :math:`\tau > 0` (SimCLR uses 0.5 on CIFAR-10 and 0.1 on ImageNet).
     """
-    temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b)
     scale = 1.0 / temperature
     # the 2N x 2N matrix is symmetric: the engine computes each tile once for its rows and its columns
@@ -93,6 +93,7 @@ def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, block_size: i
     return (lse - scale * _dot(z_a, z_b).repeat(2)).mean()  # the partner of view i is view i + N (mod 2N)
 
 
+@check.hyperparameters(logit_scale=check.scale_tensor)
 def clip_loss(
     z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 1 / 0.07, block_size: int | None = None
 ) -> Tensor:
@@ -109,13 +110,13 @@ def clip_loss(
         logit_scale: :math:`\sigma = 1/\tau`, already exponentiated; a float or a learnable 0-dim tensor
             (CLIP initialises it at 1/0.07 and clamps it at 100; see :class:`contrasphere.losses.CLIPLoss`).
     """
-    logit_scale = check.scale_tensor(logit_scale, "logit_scale")
     z_a, z_b = _pair(z_a, z_b)
     # rows: each a picks its b; columns: each b picks its a; one pass over the matrix serves both
     lse_rows, lse_cols = row_col_logsumexp(z_a, z_b, scale=logit_scale, block_size=block_size)
     return ((lse_rows + lse_cols) / 2 - logit_scale * _dot(z_a, z_b)).mean()
 
 
+@check.hyperparameters(logit_scale=check.scale_tensor)
 def siglip_loss(
     z_a: Tensor,
     z_b: Tensor,
@@ -137,7 +138,6 @@ def siglip_loss(
         logit_scale: :math:`t`, already exponentiated (SigLIP initialises :math:`\log t = \log 10`).
         logit_bias: :math:`b` (initialised at -10 so that the many negatives start near probability 0).
     """
-    logit_scale = check.scale_tensor(logit_scale, "logit_scale")
     if isinstance(logit_bias, Tensor):
         if logit_bias.numel() != 1:
             raise ValueError(f"logit_bias must be a scalar, got a tensor of shape {tuple(logit_bias.shape)}")
@@ -151,6 +151,7 @@ def siglip_loss(
     return (total - (logit_scale * _dot(z_a, z_b) + logit_bias).sum()) / z_a.shape[0]
 
 
+@check.hyperparameters(temperature=check.positive, base_temperature=check.optional(check.positive))
 def supcon(
     z: Tensor,
     labels: Tensor,
@@ -177,8 +178,7 @@ def supcon(
         base_temperature: the reference code multiplies the loss by ``temperature / base_temperature``; None (the
             default) means no rescaling.
     """
-    temperature = check.positive(temperature, "temperature")
-    scale = 1.0 if base_temperature is None else temperature / check.positive(base_temperature, "base_temperature")
+    scale = 1.0 if base_temperature is None else temperature / base_temperature
     if isinstance(z, Tensor) and z.ndim == 3:
         b, v, d = z.shape
         labels = check.labels(labels, b, "labels (one per sample of z's (B, V, D))")
@@ -218,6 +218,7 @@ def _dcl_direction(
     return (positive + torch.logaddexp(same_view, other_view)).mean()
 
 
+@check.hyperparameters(temperature=check.positive)
 def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, block_size: int | None = None) -> Tensor:
     r"""Decoupled contrastive loss: InfoNCE with the positive pair removed from the denominator.
 
@@ -232,7 +233,6 @@ def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, block_size: int |
     Args:
         temperature: :math:`\tau > 0` (0.1 in the paper's ImageNet experiments).
     """
-    temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
     return (
         _dcl_direction(z_a, z_b, temperature, None, block_size)
@@ -240,6 +240,7 @@ def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, block_size: int |
     ) / 2
 
 
+@check.hyperparameters(temperature=check.positive, sigma=check.positive)
 def dclw(
     z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, sigma: float = 0.5, block_size: int | None = None
 ) -> Tensor:
@@ -256,8 +257,6 @@ def dclw(
     Args:
         temperature: :math:`\tau > 0`; sigma: :math:`\sigma > 0`, the width of the weighting (0.5 in the paper).
     """
-    temperature = check.positive(temperature, "temperature")
-    sigma = check.positive(sigma, "sigma")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
     weight = 2.0 - z_a.shape[0] * torch.softmax(_dot(z_a, z_b) / sigma, dim=0)
     forward = _dcl_direction(z_a, z_b, temperature, weight, block_size)

@@ -13,6 +13,11 @@ from ..pairwise import acc_dtype, row_logsumexp
 from .contrastive import _dot, _pair
 
 
+@check.hyperparameters(
+    n_hard=check.integer,
+    s_mix=lambda value, name: check.integer(value, name, 0),
+    s_query=lambda value, name: check.integer(value, name, 0),
+)
 @torch.no_grad()
 def mochi_negatives(
     q: Tensor,
@@ -31,8 +36,6 @@ def mochi_negatives(
     them), and mix the query itself in, :math:`h' = \mathrm{normalize}(\beta q + (1-\beta) n_j)` with
     :math:`\beta \sim U(0, 0.5)` (``s_query`` of them, harder still).
     """
-    n_hard = check.integer(n_hard, "n_hard")
-    s_mix, s_query = check.integer(s_mix, "s_mix", 0), check.integer(s_query, "s_query", 0)
     dtype = acc_dtype(q)
     q, queue = q.detach().to(dtype), queue.detach().to(dtype)
     n, k = q.shape[0], queue.shape[0]
@@ -52,6 +55,7 @@ def mochi_negatives(
     return F.normalize(torch.cat([mixed, with_query], dim=1), dim=2)
 
 
+@check.hyperparameters(temperature=check.positive)
 def mochi(
     q: Tensor,
     k: Tensor,
@@ -75,7 +79,6 @@ def mochi(
     Shape:
         q, k: ``(N, D)`` unit vectors; queue: ``(K, D)`` unit vectors. Returns a scalar.
     """
-    temperature = check.positive(temperature, "temperature")
     q, k = _pair(q, k)
     queue = check.embeddings(queue, "queue", why="the queue holds the negatives", keep_dtype=True)
     check.same_dim(q, queue, "q", "queue")
@@ -95,6 +98,7 @@ def mochi(
     return (lse - s_pos).mean()
 
 
+@check.hyperparameters(alpha=check.positive)
 def mix_inputs(
     x: Tensor, *, alpha: float = 1.0, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -106,7 +110,6 @@ def mix_inputs(
     \mathrm{Beta}(\alpha, \alpha)`, so that each mixed input is dominated by its own sample. Works on any input
     (images, token embeddings, features): mixing is along dimension 0. Reproducible from ``generator``.
     """
-    alpha = check.positive(alpha, "alpha")
     if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 2:
         raise ValueError("x must be a tensor whose first dimension holds at least 2 samples to mix")
     n = x.shape[0]
@@ -121,6 +124,7 @@ def mix_inputs(
     return weight * x + (1 - weight) * x[mix_index], mix_index, lam
 
 
+@check.hyperparameters(temperature=check.positive)
 def i_mix(
     z_a: Tensor,
     z_b: Tensor,
@@ -142,7 +146,6 @@ def i_mix(
         z_a, z_b: ``(N, D)``; mix_index: ``(N,)`` the permutation used to mix; mix_lambda: ``(N,)`` weights in
         [0, 1] (as :func:`mix_inputs` returns) or one scalar for the whole batch.
     """
-    temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b)
     mix_index = check.labels(mix_index, z_a.shape[0], "mix_index")
     if int(mix_index.min()) < 0 or int(mix_index.max()) >= z_a.shape[0]:
@@ -161,6 +164,7 @@ def i_mix(
     return (lse - scale * target).mean()
 
 
+@check.hyperparameters(temperature=check.positive)
 def feature_transformation(
     q: Tensor,
     k: Tensor,
@@ -193,7 +197,6 @@ def feature_transformation(
         temperature: :math:`\tau` (0.2); normalize_positives: re-project :math:`\hat q, \hat k` onto the sphere
             (the authors' ``--postmix_norm``, off in their published run).
     """
-    temperature = check.positive(temperature, "temperature")
     q, k = _pair(q, k)
     queue = check.embeddings(queue, "queue", why="the queue holds the negatives", keep_dtype=True)
     check.same_dim(q, queue, "q", "queue")
@@ -214,6 +217,7 @@ def feature_transformation(
     return (lse - s_pos).mean()
 
 
+@check.hyperparameters(pos_alpha=check.positive, neg_alpha=check.positive)
 def feature_transformation_draw(
     n_queue: int,
     *,
@@ -227,7 +231,6 @@ def feature_transformation_draw(
     :math:`\\mu \\sim \\mathrm{Beta}(1.6, 1.6)` for the queue, and a random permutation of the queue's rows.
     Returns the keyword arguments ``pos_lambda``, ``neg_lambda``, ``neg_index`` of :func:`feature_transformation`.
     """
-    pos_alpha, neg_alpha = check.positive(pos_alpha, "pos_alpha"), check.positive(neg_alpha, "neg_alpha")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

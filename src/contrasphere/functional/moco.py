@@ -11,6 +11,7 @@ from .align_uniform import alignment, check_weights, uniformity_with_queue
 from .contrastive import _dot, _pair
 
 
+@check.hyperparameters(temperature=check.positive)
 def moco_info_nce(
     q: Tensor, k: Tensor, queue: Tensor, *, temperature: float = 0.2, block_size: int | None = None
 ) -> Tensor:
@@ -28,7 +29,6 @@ def moco_info_nce(
     Args:
         temperature: :math:`\tau > 0` (0.07 in MoCo v1, 0.2 in MoCo v2 and in Wang & Isola's ImageNet code).
     """
-    temperature = check.positive(temperature, "temperature")
     q, k = _pair(q, k)
     queue = check.embeddings(queue, "queue", why="the queue holds the negatives", keep_dtype=True)
     check.same_dim(q, queue, "q", "queue")
@@ -38,6 +38,7 @@ def moco_info_nce(
     return (torch.logaddexp(s_pos, s_neg) - s_pos).mean()
 
 
+@check.hyperparameters(align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.positive)
 def align_uniform_queue(
     q: Tensor,
     k: Tensor,

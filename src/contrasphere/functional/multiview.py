@@ -32,6 +32,7 @@ def _stack(views: Tensor | Sequence[Tensor], name: str, min_views: int) -> Tenso
     return views
 
 
+@check.hyperparameters(temperature=check.positive)
 def cmc(views: Tensor | Sequence[Tensor], *, temperature: float = 0.07, block_size: int | None = None) -> Tensor:
     r"""Contrastive multiview coding, full graph: InfoNCE between every ordered pair of views.
 
@@ -56,6 +57,7 @@ def cmc(views: Tensor | Sequence[Tensor], *, temperature: float = 0.07, block_si
     return torch.stack(terms).mean()
 
 
+@check.hyperparameters(logit_scale=check.scale_tensor)
 def symile(
     modalities: Tensor | Sequence[Tensor], *, logit_scale: Tensor | float = 1 / 0.07, block_size: int | None = None
 ) -> Tensor:
@@ -74,7 +76,6 @@ def symile(
     Args:
         logit_scale: the inverse temperature, already exponentiated; a float or a learnable 0-dim tensor.
     """
-    logit_scale = check.scale_tensor(logit_scale, "logit_scale")
     xs = _stack(modalities, "modalities", 2)
     dtype = acc_dtype(xs)
     xs = xs.to(dtype)
@@ -88,6 +89,7 @@ def symile(
     return torch.stack(terms).mean()
 
 
+@check.hyperparameters(temperature=check.positive, margin=check.non_negative)
 def margin_info_nce(
     z_a: Tensor,
     z_b: Tensor,
@@ -114,10 +116,6 @@ def margin_info_nce(
         temperature: :math:`\tau > 0`; the default 1/30 is the scale ``s = 30`` common with AM/AAM-Softmax.
         margin: :math:`m \ge 0` (0.1 by default; the paper explores 0.1 to 0.3).
     """
-    temperature = check.positive(temperature, "temperature")
-    margin = check.non_negative(margin, "margin")
-    if kind not in ("additive", "angular"):
-        raise ValueError(f"kind must be 'additive' or 'angular', got {kind!r}")
     z_a, z_b = _pair(z_a, z_b)
     scale = 1.0 / temperature
     cos = _dot(z_a, z_b)
@@ -134,6 +132,7 @@ def margin_info_nce(
     return torch.stack(terms).mean()
 
 
+@check.hyperparameters(temperature=check.positive)
 def cwcl(
     z_a: Tensor,
     z_b: Tensor,
@@ -156,7 +155,6 @@ def cwcl(
     Shape:
         z_a, z_b: ``(N, D)``; z_ref: ``(N, D')`` or None. Returns a scalar.
     """
-    temperature = check.positive(temperature, "temperature")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="weights compare samples with each other")
     ref = z_a if z_ref is None else check.embeddings(z_ref, "z_ref", keep_dtype=True)
     if ref.shape[0] != z_a.shape[0]:
@@ -174,6 +172,9 @@ def cwcl(
     return torch.stack(terms).mean()
 
 
+@check.hyperparameters(
+    alpha=check.positive, beta=check.positive, tau_pos=check.non_negative, tau_neg=check.non_negative
+)
 def cacr(
     views: Tensor | Sequence[Tensor],
     *,
@@ -201,8 +202,6 @@ def cacr(
     Shape:
         views: ``(V, N, D)`` or a sequence of ``V`` tensors ``(N, D)``, ``V >= 2``, ``N >= 2``. Returns a scalar.
     """
-    alpha, beta = check.positive(alpha, "alpha"), check.positive(beta, "beta")
-    tau_pos, tau_neg = check.non_negative(tau_pos, "tau_pos"), check.non_negative(tau_neg, "tau_neg")
     zs = _stack(views, "views", 2)
     if zs.shape[1] < 2:
         raise ValueError("CACR's repulsion needs at least 2 samples per view")
@@ -223,6 +222,7 @@ def cacr(
     return torch.stack(attraction).mean() + torch.stack(repulsion).mean()
 
 
+@check.hyperparameters(temperature=check.positive, alpha=check.positive)
 def macl(
     z_a: Tensor,
     z_b: Tensor,
@@ -248,10 +248,6 @@ def macl(
         temperature: :math:`\tau_0 > 0` (0.1); alpha: the base :math:`\alpha > 0` of ``"power"`` (the authors'
             default 2.0) or the slope :math:`\beta` of ``"linear"`` (their default 1.0).
     """
-    temperature = check.positive(temperature, "temperature")
-    alpha = check.positive(alpha, "alpha")
-    if schedule not in ("power", "linear"):
-        raise ValueError(f"schedule must be 'power' or 'linear', got {schedule!r}")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="the weights need negatives")
     positive = _dot(z_a, z_b)
     a_mean = positive.detach().mean()
@@ -263,6 +259,7 @@ def macl(
     return (weight * (lse - s_pos)).mean()
 
 
+@check.hyperparameters(t=check.positive, sigma=check.positive, lambda_=check.optional(check.positive))
 def decoupled_uniformity(
     views: Tensor | Sequence[Tensor],
     prior: Tensor | None = None,
@@ -295,8 +292,6 @@ def decoupled_uniformity(
     from .align_uniform import uniformity
 
     zs = _stack(views, "views", 1)
-    if kernel not in ("rbf", "cosine"):
-        raise ValueError(f"kernel must be 'rbf' or 'cosine', got {kernel!r}")
     n = zs.shape[1]
     centroids = torch.nn.functional.normalize(zs.to(acc_dtype(zs)), dim=-1).mean(0)
     if prior is not None:
@@ -318,6 +313,7 @@ def decoupled_uniformity(
     return uniformity(centroids, t=t, block_size=block_size)
 
 
+@check.hyperparameters(temperature=check.positive)
 def poly_view(
     views: Tensor | Sequence[Tensor],
     *,
@@ -341,9 +337,6 @@ def poly_view(
     Shape:
         views: ``(V, N, D)`` or a sequence of ``V`` tensors ``(N, D)``, ``V >= 2``, ``N >= 2``. Returns a scalar.
     """
-    temperature = check.positive(temperature, "temperature")
-    if method not in ("geometric", "arithmetic"):
-        raise ValueError(f"method must be 'geometric' or 'arithmetic', got {method!r}")
     zs = _stack(views, "views", 2)
     n_views, n = zs.shape[0], zs.shape[1]
     if n < 2:

@@ -18,6 +18,7 @@ from ..pairwise import sym_row_logsumexp
 from .contrastive import _dot, _pair
 
 
+@check.hyperparameters(temperature=check.positive, tau_plus=check.non_negative, beta=check.non_negative)
 def hard_negative_nt_xent(
     z_a: Tensor,
     z_b: Tensor,
@@ -51,11 +52,8 @@ def hard_negative_nt_xent(
             (0.1 for CIFAR-10's ten classes).
         beta: :math:`\beta \ge 0`, the concentration on hard negatives (1.0 in the paper's CIFAR-10 runs).
     """
-    temperature = check.positive(temperature, "temperature")
-    tau_plus = check.non_negative(tau_plus, "tau_plus")
     if tau_plus >= 1:
         raise ValueError(f"tau_plus is a class prior and must be in [0, 1), got {tau_plus}")
-    beta = check.non_negative(beta, "beta")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="each anchor needs negatives besides its positive")
     n = z_a.shape[0]
     z = torch.cat([z_a, z_b])
@@ -74,6 +72,7 @@ def hard_negative_nt_xent(
     return (torch.logaddexp(s_pos, log_ng) - s_pos).mean()
 
 
+@check.hyperparameters(temperature=check.positive, tau_plus=check.non_negative)
 def debiased_nt_xent(
     z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, tau_plus: float = 0.1, block_size: int | None = None
 ) -> Tensor:

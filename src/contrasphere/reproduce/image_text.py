@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .. import data as D
+from ..train import data as D
 from .. import evaluation, metrics
 from ..losses import create_loss
-from ..models import EfficientNetLite0, TextEncoder
+from ..train.models import EfficientNetLite0, TextEncoder
 from .common import Report, log, scaled
 
 LOSSES = {

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from .. import data as D
+from ..train import data as D
 from .. import evaluation, metrics
 from ..losses import create_loss
-from ..models import TextEncoder
+from ..train.models import TextEncoder
 from .common import Report, log, scaled
 
 LOSSES = {"info_nce": {"temperature": 0.05}, "align_uniform": {"alpha": 2, "t": 2}}

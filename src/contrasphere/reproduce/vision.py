@@ -25,7 +25,7 @@ import torch
 
 from .. import viz
 from ..evaluation import spearman
-from ..recipes import get_recipe
+from ..train.recipes import get_recipe
 from ..train import build, train
 from .common import Report, log, scaled
 

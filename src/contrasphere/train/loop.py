@@ -29,10 +29,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .distributed import GatherLoss, rank, world_size
-from .losses import create_loss, loss_spec
+from ..distributed import rank, world_size
+from ..losses import GatherLoss
+from ..losses import create_loss, loss_spec
 from .models import convert_global_batchnorm
-from .recipes import Recipe
+from .config import Recipe
 from .tasks import Task, build_task, loss_inputs
 
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _validate as check
-from .losses import register_loss
+from .. import _validate as check
+from .registry import register_loss
 
 
 @register_loss("amcl", inputs=("z_a", "z_b"), paper="Wang et al. (AMCL), ECCV 2024, Eq. 2.1 and 5", dense_pairs=True)

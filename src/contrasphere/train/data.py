@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @dataclass

@@ -21,10 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from . import data as D
-from . import evaluation, metrics
+from .. import evaluation, metrics
 from .augment import Augment, center_view
 from .models import Embedder, ProjectionHead, TwoTower, build_encoder
-from .recipes import Recipe
+from .config import Recipe
 
 
 def _batched(fn: Any, items: Any, n: int, batch: int = 256) -> Tensor:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import _validate as check
-from .losses import register_loss
+from .. import _validate as check
+from .registry import register_loss
 
 
 @register_loss(

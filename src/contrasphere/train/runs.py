@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from .recipes import Recipe
+from .config import Recipe
 from .tasks import Task
-from .train import _device, build
+from .loop import _device, build
 
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[Recipe, Task, torch.nn.Module, dict[str, Any]]:
@@ -57,7 +57,7 @@ def evaluate_run(
 
 def write_report(folder: Path, recipe: Recipe, results: dict[str, Any], tensors: dict[str, Any]) -> list[str]:
     try:
-        from . import viz
+        from .. import viz
     except ImportError:  # pragma: no cover
         return []
     report = folder / "report"

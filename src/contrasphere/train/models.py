@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import all_reduce_with_grad, world_size
+
 
 class SmallAlexNet(nn.Module):
     """The AlexNet-style encoder of Wang & Isola (their ``SmallAlexNet`` without fc8): 4096-d fc7 features."""
@@ -243,22 +245,6 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
     return ENCODERS[name](**kwargs)
 
 
-class _GlobalBatchStats(torch.autograd.Function):
-    """All-reduce (sum) of per-rank statistics whose backward all-reduces the gradient (every rank uses the sum)."""
-
-    @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
-        x = x.clone()
-        torch.distributed.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        grad = grad.clone()
-        torch.distributed.all_reduce(grad)
-        return grad
-
-
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch of all processes, on any device (SimCLR's "global BN").
 
@@ -272,19 +258,18 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2-d input, got {input.dim()}-d")
 
     def forward(self, input: Tensor) -> Tensor:
-        dist = torch.distributed
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and world_size() > 1):
             return super().forward(input)
         dims = [0, *range(2, input.dim())]
         x = input.float()
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
         channels = x.shape[1]
-        stats = _GlobalBatchStats.apply(torch.cat([x.sum(dims), count]))
+        stats = all_reduce_with_grad(torch.cat([x.sum(dims), count]))
         total = stats[-1]
         mean = stats[:channels] / total
         shape = [1, channels] + [1] * (input.dim() - 2)
         # two passes, as BatchNorm itself: E[x^2] - E[x]^2 cancels catastrophically for low-variance channels
-        var = _GlobalBatchStats.apply(((x - mean.view(shape)) ** 2).sum(dims)) / total
+        var = all_reduce_with_grad(((x - mean.view(shape)) ** 2).sum(dims)) / total
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1

@@ -1,0 +1,108 @@
+"""Modules of :mod:`contrasphere.functional.contrastive`: InfoNCE, NT-Xent, CLIP, SigLIP, SupCon, DCL."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .. import _validate as check
+from .. import functional as CF
+from .registry import function_loss, register_loss
+
+InfoNCELoss = function_loss(
+    "info_nce", CF.info_nce, class_name="InfoNCELoss", inputs=('z_a', 'z_b'), paper="van den Oord et al., 2018, Eq. 4"
+)
+
+NTXentLoss = function_loss(
+    "nt_xent", CF.nt_xent, class_name="NTXentLoss", inputs=('z_a', 'z_b'), paper="Chen et al. (SimCLR), ICML 2020, Eq. 1"
+)
+
+SupConLoss = function_loss(
+    "supcon", CF.supcon, class_name="SupConLoss", inputs=('z', 'labels'), paper="Khosla et al. (SupCon), NeurIPS 2020, Eq. 2"
+)
+
+DCLLoss = function_loss(
+    "dcl", CF.dcl, class_name="DCLLoss", inputs=('z_a', 'z_b'), paper="Yeh et al. (DCL), ECCV 2022, Eq. 6"
+)
+
+DCLWLoss = function_loss(
+    "dclw", CF.dclw, class_name="DCLWLoss", inputs=('z_a', 'z_b'), paper="Yeh et al. (DCLW), ECCV 2022, Eq. 7"
+)
+
+
+@register_loss("clip", inputs=("z_a", "z_b"), paper="Radford et al. (CLIP), ICML 2021, Figure 3")
+class CLIPLoss(nn.Module):
+    """CLIP loss with a learnable temperature, stored as ``log_logit_scale`` and clamped as CLIP does.
+
+    Args:
+        init_temperature: the starting temperature (CLIP: 0.07, i.e. a logit scale of about 14.3).
+        max_logit_scale: the logit scale is clamped at this value (CLIP: 100) to keep training stable.
+        learnable: if False the scale is a fixed buffer.
+    """
+
+    def __init__(
+        self,
+        init_temperature: float = 0.07,
+        max_logit_scale: float = 100.0,
+        learnable: bool = True,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.block_size = block_size
+        if not (math.isfinite(init_temperature) and init_temperature > 0):
+            raise ValueError(f"init_temperature must be a finite number > 0, got {init_temperature}")
+        if not max_logit_scale >= 1 / init_temperature:
+            raise ValueError(
+                f"max_logit_scale ({max_logit_scale}) must be at least 1 / init_temperature ({1 / init_temperature:g})"
+            )
+        value = torch.tensor(math.log(1.0 / init_temperature))
+        if learnable:
+            self.log_logit_scale = nn.Parameter(value)
+        else:
+            self.register_buffer("log_logit_scale", value)
+        self.max_logit_scale = max_logit_scale
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.clip_loss(z_a, z_b, logit_scale=self.logit_scale, block_size=self.block_size)
+
+    def extra_repr(self) -> str:
+        return f"max_logit_scale={self.max_logit_scale}"
+
+
+@register_loss("siglip", inputs=("z_a", "z_b"), paper="Zhai et al. (SigLIP), ICCV 2023, Algorithm 1")
+class SigLIPLoss(nn.Module):
+    """SigLIP loss with a learnable logit scale (stored as its log) and logit bias.
+
+    Args:
+        init_logit_scale: starting :math:`t` (SigLIP: 10); init_logit_bias: starting :math:`b` (SigLIP: -10).
+        learnable: if False both are fixed buffers.
+    """
+
+    def __init__(
+        self,
+        init_logit_scale: float = 10.0,
+        init_logit_bias: float = -10.0,
+        learnable: bool = True,
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.block_size = block_size
+        if not (math.isfinite(init_logit_scale) and init_logit_scale > 0):
+            raise ValueError(f"init_logit_scale must be a finite number > 0, got {init_logit_scale}")
+        log_scale, bias = torch.tensor(math.log(init_logit_scale)), torch.tensor(float(init_logit_bias))
+        if learnable:
+            self.log_logit_scale, self.logit_bias = nn.Parameter(log_scale), nn.Parameter(bias)
+        else:
+            self.register_buffer("log_logit_scale", log_scale)
+            self.register_buffer("logit_bias", bias)
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return CF.siglip_loss(
+            z_a, z_b, logit_scale=self.log_logit_scale.exp(), logit_bias=self.logit_bias, block_size=self.block_size
+        )
