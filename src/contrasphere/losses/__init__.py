@@ -34,7 +34,16 @@ from .multiview import (
     SymileLoss,
 )
 from .negatives import DebiasedNTXentLoss, HardNegativeNTXentLoss
-from .registry import FunctionLoss, LossSpec, create_loss, function_loss, list_losses, loss_spec, loss_spec_of, register_loss
+from .registry import (
+    FunctionLoss,
+    LossSpec,
+    create_loss,
+    function_loss,
+    list_losses,
+    loss_spec,
+    loss_spec_of,
+    register_loss,
+)
 
 __all__ = [
     "AMCLLoss",

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
-from torch import Tensor, nn
-
-from .. import _validate as check
 from .. import functional as CF
-from .registry import function_loss, register_loss
+from .registry import function_loss
 
 AlignmentLoss = function_loss(
-    "alignment", CF.alignment, class_name="AlignmentLoss", inputs=('z_a', 'z_b'), paper="Wang & Isola, ICML 2020, Eq. 4"
+    "alignment", CF.alignment, class_name="AlignmentLoss", inputs=("z_a", "z_b"), paper="Wang & Isola, ICML 2020, Eq. 4"
 )
 
 UniformityLoss = function_loss(
-    "uniformity", CF.uniformity, class_name="UniformityLoss", inputs=('z',), paper="Wang & Isola, ICML 2020, Eq. 5"
+    "uniformity", CF.uniformity, class_name="UniformityLoss", inputs=("z",), paper="Wang & Isola, ICML 2020, Eq. 5"
 )
 
 AlignUniformLoss = function_loss(
-    "align_uniform", CF.align_uniform, class_name="AlignUniformLoss", inputs=('z_a', 'z_b'), paper="Wang & Isola, ICML 2020, Section 5"
+    "align_uniform",
+    CF.align_uniform,
+    class_name="AlignUniformLoss",
+    inputs=("z_a", "z_b"),
+    paper="Wang & Isola, ICML 2020, Section 5",
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -12,15 +12,23 @@ from .. import functional as CF
 from .registry import function_loss, register_loss
 
 BarlowTwinsLoss = function_loss(
-    "barlow_twins", CF.barlow_twins, class_name="BarlowTwinsLoss", inputs=('z_a', 'z_b'), paper="Zbontar et al. (Barlow Twins), ICML 2021, Eq. 1"
+    "barlow_twins",
+    CF.barlow_twins,
+    class_name="BarlowTwinsLoss",
+    inputs=("z_a", "z_b"),
+    paper="Zbontar et al. (Barlow Twins), ICML 2021, Eq. 1",
 )
 
 SpectralContrastiveLoss = function_loss(
-    "spectral", CF.spectral_contrastive, class_name="SpectralContrastiveLoss", inputs=('z_a', 'z_b'), paper="HaoChen et al. (spectral), NeurIPS 2021, Eq. 5"
+    "spectral",
+    CF.spectral_contrastive,
+    class_name="SpectralContrastiveLoss",
+    inputs=("z_a", "z_b"),
+    paper="HaoChen et al. (spectral), NeurIPS 2021, Eq. 5",
 )
 
 
-@register_loss("swav", inputs=("z_a", "z_b"), paper="Caron et al. (SwAV), NeurIPS 2020, Eq. 1-3")
+@register_loss("swav", inputs=("z_a", "z_b"), paper="Caron et al. (SwAV), NeurIPS 2020, Eq. 1-3", fn=CF.swav)
 class SwAVLoss(nn.Module):
     """SwAV with its learnable prototypes, re-normalised onto the sphere before every forward as the SwAV code does.
 
@@ -42,21 +50,23 @@ class SwAVLoss(nn.Module):
         self.prototypes = nn.Parameter(torch.nn.functional.normalize(torch.randn(num_prototypes, dim), dim=1))
         self.temperature = check.positive(temperature, "temperature")
         self.epsilon = check.positive(epsilon, "epsilon")
-        self.sinkhorn_iterations = sinkhorn_iterations
+        self.sinkhorn_iterations = check.integer(sinkhorn_iterations, "sinkhorn_iterations")
+
+    def function_kwargs(self) -> dict[str, Any]:
+        """What ``forward`` passes to :func:`contrasphere.functional.swav` besides the inputs."""
+        return {
+            "prototypes": self.prototypes,
+            "temperature": self.temperature,
+            "epsilon": self.epsilon,
+            "sinkhorn_iterations": self.sinkhorn_iterations,
+        }
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         with torch.no_grad():  # only after an optimiser step moved them: a second forward must not alter the graph
             norms = self.prototypes.norm(dim=1)
             if not torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
                 self.prototypes.copy_(torch.nn.functional.normalize(self.prototypes, dim=1))
-        return CF.swav(
-            z_a,
-            z_b,
-            self.prototypes,
-            temperature=self.temperature,
-            epsilon=self.epsilon,
-            sinkhorn_iterations=self.sinkhorn_iterations,
-        )
+        return CF.swav(z_a, z_b, **self.function_kwargs())
 
     def extra_repr(self) -> str:
-        return _extra(self, ("temperature", "epsilon", "sinkhorn_iterations"))
+        return f"temperature={self.temperature}, epsilon={self.epsilon}, sinkhorn_iterations={self.sinkhorn_iterations}"

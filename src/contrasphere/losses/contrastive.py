@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .. import _validate as check
 from .. import functional as CF
 from .registry import function_loss, register_loss
 
 InfoNCELoss = function_loss(
-    "info_nce", CF.info_nce, class_name="InfoNCELoss", inputs=('z_a', 'z_b'), paper="van den Oord et al., 2018, Eq. 4"
+    "info_nce", CF.info_nce, class_name="InfoNCELoss", inputs=("z_a", "z_b"), paper="van den Oord et al., 2018, Eq. 4"
 )
 
 NTXentLoss = function_loss(
-    "nt_xent", CF.nt_xent, class_name="NTXentLoss", inputs=('z_a', 'z_b'), paper="Chen et al. (SimCLR), ICML 2020, Eq. 1"
+    "nt_xent",
+    CF.nt_xent,
+    class_name="NTXentLoss",
+    inputs=("z_a", "z_b"),
+    paper="Chen et al. (SimCLR), ICML 2020, Eq. 1",
 )
 
 SupConLoss = function_loss(
-    "supcon", CF.supcon, class_name="SupConLoss", inputs=('z', 'labels'), paper="Khosla et al. (SupCon), NeurIPS 2020, Eq. 2"
+    "supcon",
+    CF.supcon,
+    class_name="SupConLoss",
+    inputs=("z", "labels"),
+    paper="Khosla et al. (SupCon), NeurIPS 2020, Eq. 2",
 )
 
 DCLLoss = function_loss(
-    "dcl", CF.dcl, class_name="DCLLoss", inputs=('z_a', 'z_b'), paper="Yeh et al. (DCL), ECCV 2022, Eq. 6"
+    "dcl", CF.dcl, class_name="DCLLoss", inputs=("z_a", "z_b"), paper="Yeh et al. (DCL), ECCV 2022, Eq. 6"
 )
 
 DCLWLoss = function_loss(
-    "dclw", CF.dclw, class_name="DCLWLoss", inputs=('z_a', 'z_b'), paper="Yeh et al. (DCLW), ECCV 2022, Eq. 7"
+    "dclw", CF.dclw, class_name="DCLWLoss", inputs=("z_a", "z_b"), paper="Yeh et al. (DCLW), ECCV 2022, Eq. 7"
 )
 
 
-@register_loss("clip", inputs=("z_a", "z_b"), paper="Radford et al. (CLIP), ICML 2021, Figure 3")
+@register_loss("clip", inputs=("z_a", "z_b"), paper="Radford et al. (CLIP), ICML 2021, Figure 3", fn=CF.clip_loss)
 class CLIPLoss(nn.Module):
     """CLIP loss with a learnable temperature, stored as ``log_logit_scale`` and clamped as CLIP does.
 
@@ -68,14 +76,18 @@ class CLIPLoss(nn.Module):
     def logit_scale(self) -> Tensor:
         return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
 
+    def function_kwargs(self) -> dict[str, Any]:
+        """What ``forward`` passes to :func:`contrasphere.functional.clip_loss` besides the inputs."""
+        return {"logit_scale": self.logit_scale, "block_size": self.block_size}
+
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.clip_loss(z_a, z_b, logit_scale=self.logit_scale, block_size=self.block_size)
+        return CF.clip_loss(z_a, z_b, **self.function_kwargs())
 
     def extra_repr(self) -> str:
         return f"max_logit_scale={self.max_logit_scale}"
 
 
-@register_loss("siglip", inputs=("z_a", "z_b"), paper="Zhai et al. (SigLIP), ICCV 2023, Algorithm 1")
+@register_loss("siglip", inputs=("z_a", "z_b"), paper="Zhai et al. (SigLIP), ICCV 2023, Algorithm 1", fn=CF.siglip_loss)
 class SigLIPLoss(nn.Module):
     """SigLIP loss with a learnable logit scale (stored as its log) and logit bias.
 
@@ -103,6 +115,8 @@ class SigLIPLoss(nn.Module):
             self.register_buffer("logit_bias", bias)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.siglip_loss(
-            z_a, z_b, logit_scale=self.log_logit_scale.exp(), logit_bias=self.logit_bias, block_size=self.block_size
-        )
+        return CF.siglip_loss(z_a, z_b, **self.function_kwargs())
+
+    def function_kwargs(self) -> dict[str, Any]:
+        """What ``forward`` passes to :func:`contrasphere.functional.siglip_loss` besides the inputs."""
+        return {"logit_scale": self.log_logit_scale.exp(), "logit_bias": self.logit_bias, "block_size": self.block_size}

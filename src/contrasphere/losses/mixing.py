@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor, nn
 
 from .. import _validate as check
@@ -12,11 +9,21 @@ from .. import functional as CF
 from .registry import function_loss, register_loss
 
 MoCHiLoss = function_loss(
-    "mochi", CF.mochi, class_name="MoCHiLoss", inputs=('q', 'k', 'queue'), paper="Kalantidis et al. (MoCHi), NeurIPS 2020, Sec. 4.1", shared=('queue',)
+    "mochi",
+    CF.mochi,
+    class_name="MoCHiLoss",
+    inputs=("q", "k", "queue"),
+    paper="Kalantidis et al. (MoCHi), NeurIPS 2020, Sec. 4.1",
+    shared=("queue",),
 )
 
 IMixLoss = function_loss(
-    "i_mix", CF.i_mix, class_name="IMixLoss", inputs=('z_a', 'z_b', 'mix_index', 'mix_lambda'), paper="Lee et al. (i-Mix), ICLR 2021, Eq. 3", indices=('mix_index',)
+    "i_mix",
+    CF.i_mix,
+    class_name="IMixLoss",
+    inputs=("z_a", "z_b", "mix_index", "mix_lambda"),
+    paper="Lee et al. (i-Mix), ICLR 2021, Eq. 3",
+    indices=("mix_index",),
 )
 
 
@@ -59,4 +66,5 @@ class FeatureTransformationLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return _extra(self, ("temperature", "pos_alpha", "neg_alpha", "normalize_positives"))
+        names = ("temperature", "pos_alpha", "neg_alpha", "normalize_positives")
+        return ", ".join(f"{n}={getattr(self, n)!r}" for n in names)

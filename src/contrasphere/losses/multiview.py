@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -12,36 +13,65 @@ from .. import functional as CF
 from .registry import function_loss, register_loss
 
 CMCLoss = function_loss(
-    "cmc", CF.cmc, class_name="CMCLoss", inputs=('views',), paper="Tian et al. (CMC), ECCV 2020, Eq. 6", stacked=('views',)
+    "cmc",
+    CF.cmc,
+    class_name="CMCLoss",
+    inputs=("views",),
+    paper="Tian et al. (CMC), ECCV 2020, Eq. 6",
+    stacked=("views",),
 )
 
 MarginInfoNCELoss = function_loss(
-    "margin_info_nce", CF.margin_info_nce, class_name="MarginInfoNCELoss", inputs=('z_a', 'z_b'), paper="Lepage & Dehak, Interspeech 2023, Eq. 3-4"
+    "margin_info_nce",
+    CF.margin_info_nce,
+    class_name="MarginInfoNCELoss",
+    inputs=("z_a", "z_b"),
+    paper="Lepage & Dehak, Interspeech 2023, Eq. 3-4",
 )
 
 CWCLLoss = function_loss(
-    "cwcl", CF.cwcl, class_name="CWCLLoss", inputs=('z_a', 'z_b'), paper="Srinivasa et al. (CWCL), NeurIPS 2023, Eq. 3"
+    "cwcl", CF.cwcl, class_name="CWCLLoss", inputs=("z_a", "z_b"), paper="Srinivasa et al. (CWCL), NeurIPS 2023, Eq. 3"
 )
 
 CACRLoss = function_loss(
-    "cacr", CF.cacr, class_name="CACRLoss", inputs=('views',), paper="Zheng et al. (CACR), TMLR 2023", stacked=('views',), dense_pairs=True
+    "cacr",
+    CF.cacr,
+    class_name="CACRLoss",
+    inputs=("views",),
+    paper="Zheng et al. (CACR), TMLR 2023",
+    stacked=("views",),
+    dense_pairs=True,
 )
 
 MACLLoss = function_loss(
-    "macl", CF.macl, class_name="MACLLoss", inputs=('z_a', 'z_b'), paper="Huang et al. (MACL), ICML 2023"
+    "macl", CF.macl, class_name="MACLLoss", inputs=("z_a", "z_b"), paper="Huang et al. (MACL), ICML 2023"
 )
 
 DecoupledUniformityLoss = function_loss(
-    "decoupled_uniformity", CF.decoupled_uniformity, class_name="DecoupledUniformityLoss", inputs=('views', 'prior'), paper="Dufumier et al. (KCL), ICML 2023", stacked=('views',)
+    "decoupled_uniformity",
+    CF.decoupled_uniformity,
+    class_name="DecoupledUniformityLoss",
+    inputs=("views", "prior"),
+    paper="Dufumier et al. (KCL), ICML 2023",
+    stacked=("views",),
 )
 
 PolyViewLoss = function_loss(
-    "poly_view", CF.poly_view, class_name="PolyViewLoss", inputs=('views',), paper="Shidani et al. (poly-view), ICLR 2024", stacked=('views',)
+    "poly_view",
+    CF.poly_view,
+    class_name="PolyViewLoss",
+    inputs=("views",),
+    paper="Shidani et al. (poly-view), ICLR 2024",
+    stacked=("views",),
 )
 
 
 @register_loss(
-    "symile", inputs=("modalities",), paper="Saporta et al. (Symile), NeurIPS 2024, Eq. 5", stacked=("modalities",)
+    "symile",
+    inputs=("modalities",),
+    paper="Saporta et al. (Symile), NeurIPS 2024, Eq. 5",
+    fn=CF.symile,
+    stacked=("modalities",),
 )
 class SymileLoss(nn.Module):
     """Symile with a learnable logit scale, initialised and clamped as CLIP's (see :class:`CLIPLoss`)."""
@@ -53,6 +83,12 @@ class SymileLoss(nn.Module):
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
         self.max_logit_scale = check.positive(max_logit_scale, "max_logit_scale")
 
+    def function_kwargs(self) -> dict[str, Any]:
+        """What ``forward`` passes to :func:`contrasphere.functional.symile` besides the inputs."""
+        return {
+            "logit_scale": self.log_logit_scale.exp().clamp(max=self.max_logit_scale),
+            "block_size": self.block_size,
+        }
+
     def forward(self, modalities: Tensor) -> Tensor:
-        scale = self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
-        return CF.symile(modalities, logit_scale=scale, block_size=self.block_size)
+        return CF.symile(modalities, **self.function_kwargs())
