@@ -34,23 +34,12 @@ from ..losses import GatherLoss
 from ..losses import create_loss, loss_spec
 from .models import convert_global_batchnorm
 from .config import Recipe
+from .optim import build_optimizer, build_scheduler
 from .tasks import Task, build_task, loss_inputs
 
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def lr_factor(recipe: Recipe, step: int, total: int) -> float:
-    o = recipe.optim
-    if step < o.warmup_steps:
-        return (step + 1) / o.warmup_steps
-    progress = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
-    if o.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if o.schedule == "step":
-        return o.gamma ** sum(progress >= m for m in o.milestones)
-    return 1.0
 
 
 def _device(name: str) -> torch.device:
@@ -103,19 +92,12 @@ def train(
         )
     loss_fn = GatherLoss(loss_module)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    o = recipe.optim
-    if o.name == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
-    else:
-        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-        optimizer = cls(params, lr=o.lr, weight_decay=o.weight_decay)
+    optimizer = build_optimizer(params, recipe.optim)
     steps_per_epoch = task.n_train // recipe.data.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"data.batch_size ({recipe.data.batch_size}) is larger than the training set ({task.n_train})")
     total = t.max_steps if t.max_steps > 0 else t.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(recipe, s, total))
+    scheduler = build_scheduler(optimizer, recipe.optim, total)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
     step, epoch_loss, log_path, ckpt_path = 0, [], out / "log.jsonl", out / "checkpoint.pt"
