@@ -170,7 +170,7 @@ def matmul_rates(sizes: list[tuple[int, int]], reps: int = 5) -> list[dict]:
     return out
 
 
-# --- the plan ----------------------------------------------------------------------------------------------------------
+# --- the plan ---------------------------------------------------------------------------------------------------------
 def plan(quick: bool) -> list[dict]:
     def case(objective, impl, n, d=128, dtype="float32", reps=3):
         return {"objective": objective, "impl": impl, "n": n, "d": d, "dtype": dtype, "reps": reps}

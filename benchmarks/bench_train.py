@@ -8,8 +8,8 @@ untimed ones, and reports views per second (each sample is two augmented views) 
 time spent drawing and applying augmentations (indexing the decoded uint8 images, crop + flip resampling, colour
 jitter, grayscale, normalisation). It also times, separately and each as a median of repeats, the augmentation
 of one global batch of views and one forward + backward of the model on such a batch (under the recipe's
-precision). Writes
-benchmarks/results/train-<recipe>[-<tag>].json. Run it alone on the machine: a second busy process stalls PyTorch's threads.
+precision). Writes benchmarks/results/train-<recipe>[-<tag>].json. Run it alone on the machine: a second busy
+process stalls PyTorch's threads.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from contrasphere.train.recipes import get_recipe
 from contrasphere.train import build, train
+from contrasphere.train.recipes import get_recipe
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,3 +1,5 @@
+"""Shared test helpers: points on the sphere, their positives, a loss with what it needs to know of the data."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,3 +36,9 @@ def make_loss(name: str, dim: int, **kwargs):
     if name == "isogclr":  # per-sample state for a training set of this size
         kwargs = {"num_samples": 1000, **kwargs}
     return contrasphere.create_loss(name, **kwargs)
+
+
+def grad_pair(fn, z_a, z_b):
+    """``fn(z_a, z_b)`` and its gradients with respect to both inputs: ``(value, grad_a, grad_b)``."""
+    value = fn(z_a, z_b)
+    return (value.detach(), *torch.autograd.grad(value, (z_a, z_b)))

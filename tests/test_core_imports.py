@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import sys
 for name in ("scipy", "matplotlib", "safetensors", "sklearn", "transformers", "torchvision"):
@@ -28,6 +30,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_core_works_without_optional_packages(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "m.json")], capture_output=True, text=True, check=False

@@ -12,9 +12,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import contrasphere
 from contrasphere.distributed import all_gather_with_grad
-from contrasphere.losses import GatherLoss
 from contrasphere.gradcache import grad_cache_backward
-from contrasphere.losses import loss_spec
+from contrasphere.losses import GatherLoss, loss_spec
 
 SIZES = [5, 8]  # rows per rank: uneven on purpose
 D_IN, D_OUT = 6, 4
@@ -111,6 +110,7 @@ def ranks(tmp_path_factory):
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[f"{n}-block{b}" for n, b in CASES])
 def test_two_processes_match_one(ranks, case):
     name, block = case
@@ -125,6 +125,7 @@ def test_two_processes_match_one(ranks, case):
             torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_gradient_caching_under_ddp_matches_one_process(ranks):
     x_a, x_b, labels = _data()
     model = _model()
@@ -136,6 +137,7 @@ def test_gradient_caching_under_ddp_matches_one_process(ranks):
             torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_all_gather_keeps_order_offsets_and_sums_gradients(ranks):
     x_a, _, _ = _data()
     for r, result in enumerate(ranks):
@@ -157,6 +159,7 @@ def test_without_a_process_group_gathering_is_the_identity():
         GatherLoss(torch.nn.MSELoss())
 
 
+@pytest.mark.slow
 def test_torchrun_training_matches_one_process(tmp_path):
     """End to end: the example trained by torchrun on 2 processes equals the 1-process run on the same batches."""
     import os

@@ -47,6 +47,7 @@ def test_knn_on_tiny_sets_and_bad_input():
         E.knn_predict(z, torch.tensor([0, 1]), torch.ones(1, 3))
 
 
+@pytest.mark.slow
 def test_linear_probe_matches_logistic_regression_on_digits():
     digits = load_digits()
     x, y = digits.data.astype(np.float64), digits.target
@@ -104,6 +105,7 @@ def test_retrieval_recall_matches_a_loop():
         E.retrieval_recall(images, images[:5], torch.arange(30))
 
 
+@pytest.mark.slow
 def test_paper_linear_protocol_follows_its_schedule_on_raw_features():
     digits = load_digits()
     x, y = digits.data.astype(np.float32) / 16, digits.target

@@ -81,6 +81,10 @@ def same_dim(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}; move both to one device")
 
 
+@typing.overload
+def common_dtype(z_a: Tensor, z_b: Tensor, /) -> tuple[Tensor, Tensor]: ...
+@typing.overload
+def common_dtype(*zs: Tensor) -> tuple[Tensor, ...]: ...
 def common_dtype(*zs: Tensor) -> tuple[Tensor, ...]:
     """Cast tensors to their promoted common dtype (e.g. float32 with float64 gives float64)."""
     dtype = zs[0].dtype

@@ -20,6 +20,9 @@ initialised process group everything here is the identity.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -56,12 +59,12 @@ def _gather(x: Tensor, sizes: list[int]) -> Tensor:
 
 class _AllGatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, sizes):  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, sizes: list[int]) -> Tensor:
         ctx.sizes = sizes
         return _gather(x.detach(), sizes)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every rank's gradient for every row
         start = sum(ctx.sizes[: rank()])
@@ -79,19 +82,20 @@ def all_gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     sizes = _sizes(x.shape[0], x.device)
     offset = sum(sizes[: rank()])
     if x.requires_grad:
-        return _AllGatherWithGrad.apply(x, sizes), offset
+        gathered: Tensor = _AllGatherWithGrad.apply(x, sizes)
+        return gathered, offset
     return _gather(x, sizes), offset
 
 
 class _AllReduceWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         x = x.clone()
         dist.all_reduce(x)
         return x
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.clone()
         dist.all_reduce(grad)  # every rank used the sum, so each rank's input gets the sum of their gradients
         return grad
@@ -101,7 +105,8 @@ def all_reduce_with_grad(x: Tensor) -> Tensor:
     """The sum of ``x`` over ranks, differentiable (its backward sums the gradients); ``x`` without a group."""
     if not is_initialized() or world_size() == 1:
         return x
-    return _AllReduceWithGrad.apply(x)
+    total: Tensor = _AllReduceWithGrad.apply(x)
+    return total
 
 
 def sizes_of(n: int, device: torch.device) -> list[int]:
@@ -116,3 +121,29 @@ def all_reduce_mean(value: Tensor) -> Tensor:
         return value
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / world_size()
+
+
+def init_from_env(use_cuda: bool) -> bool:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` set), unless one exists already.
+
+    NCCL when ``use_cuda`` and a GPU is present, else gloo. Returns whether this call created the group (and so
+    should destroy it with :func:`leave`).
+    """
+    if "WORLD_SIZE" not in os.environ or is_initialized():
+        return False
+    dist.init_process_group("nccl" if use_cuda and torch.cuda.is_available() else "gloo")
+    return True
+
+
+def local_rank() -> int:
+    """This process's GPU index on its node (``LOCAL_RANK``, set by ``torchrun``); 0 without one."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def leave(destroy: bool) -> None:
+    """Every rank waits for the others here (a barrier); ``destroy`` then tears the process group down."""
+    if not is_initialized():
+        return
+    dist.barrier()
+    if destroy:
+        dist.destroy_process_group()

@@ -26,13 +26,13 @@ def _tensor(x: Any, name: str) -> Tensor:
     return x.detach()
 
 
-def _embeddings(z: Any, name: str) -> Tensor:
-    z = check.embeddings(_tensor(z, name), name)
+def _embeddings(value: Any, name: str) -> Tensor:
+    z = check.embeddings(_tensor(value, name), name)
     return z if z.dtype == torch.float64 else z.float()
 
 
-def _labels(y: Any, n: int, name: str) -> Tensor:
-    y = check.labels(_tensor(y, name), n, name).long()
+def _labels(value: Any, n: int, name: str) -> Tensor:
+    y = check.labels(_tensor(value, name), n, name).long()
     if int(y.min()) < 0:
         raise ValueError(f"{name} must hold class ids >= 0, got {int(y.min())}")
     return y
@@ -66,7 +66,7 @@ def knn_predict(
     k = min(k, train_z.shape[0])
     train_n, test_n = F.normalize(train_z, dim=1), F.normalize(test_z, dim=1)
     out = []
-    for chunk in test_n.split(chunk_size):
+    for chunk in torch.split(test_n, chunk_size):
         sims, idx = (chunk @ train_n.T).topk(k, dim=1)
         votes = torch.zeros(chunk.shape[0], classes, dtype=sims.dtype)
         votes.scatter_add_(1, train_y[idx], (sims / temperature).exp())
@@ -129,10 +129,10 @@ def linear_probe(
         milestones = [int(0.6 * epochs), int(0.8 * epochs)] if paper else []
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.2)
         for _ in range(epochs):
-            for batch in torch.randperm(train_z.shape[0], generator=generator).split(batch_size):
+            for batch in torch.split(torch.randperm(train_z.shape[0], generator=generator), batch_size):
                 loss = F.cross_entropy(classifier(train_z[batch]), train_y[batch])
                 optimizer.zero_grad()
-                loss.backward()
+                torch.autograd.backward(loss)
                 optimizer.step()
             schedule.step()
     with torch.no_grad():

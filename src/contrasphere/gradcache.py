@@ -18,7 +18,7 @@ wrap the loss in :class:`contrasphere.losses.GatherLoss` to contrast against eve
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,7 @@ def _rng_state(devices: list[int]) -> tuple[Tensor, list[Tensor]]:
 
 
 @contextlib.contextmanager
-def _replay(state: tuple[Tensor, list[Tensor]], devices: list[int]):
+def _replay(state: tuple[Tensor, list[Tensor]], devices: list[int]) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.set_rng_state(state[0])
         for device, cuda_state in zip(devices, state[1]):
@@ -48,6 +48,12 @@ def _check_outputs(out: object, chunk: int) -> Mapping[str, Tensor]:
             f"'z_b': ...}}), got {type(out).__name__} for chunk {chunk}"
         )
     return out
+
+
+def _grad(embedding: Tensor, name: str) -> Tensor:
+    if embedding.grad is None:
+        raise RuntimeError(f"the loss does not depend on the embedding {name!r}: it has no gradient to cache")
+    return embedding.grad
 
 
 def grad_cache_backward(
@@ -80,8 +86,9 @@ def grad_cache_backward(
     if any(x.shape[0] != n for x in inputs):
         raise ValueError(f"every input needs the same number of rows, got {[x.shape[0] for x in inputs]}")
     embed = embed or (lambda m, *xs: m(*xs))
-    chunks = list(zip(*(x.split(chunk_size) for x in inputs)))
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    chunks = list(zip(*(torch.split(x, chunk_size) for x in inputs)))
+    cuda_initialized: bool = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]  # unannotated in torch
+    devices = list(range(torch.cuda.device_count())) if cuda_initialized else []
 
     # 1. embed without gradients, remembering each chunk's random state
     states, cached = [], []
@@ -93,9 +100,9 @@ def grad_cache_backward(
     names = list(cached[0])
     full = {name: torch.cat([c[name] for c in cached]).detach().requires_grad_() for name in names}
     loss = loss_fn(**full, **(loss_kwargs or {}))
-    loss.backward()
+    torch.autograd.backward(loss)
     # a chunk's output may have more rows than its input (e.g. both views stacked): split as the outputs came
-    grads = {name: full[name].grad.split([c[name].shape[0] for c in cached]) for name in names}
+    grads = {name: torch.split(_grad(full[name], name), [c[name].shape[0] for c in cached]) for name in names}
     # 3. embed again with gradients and the same random states; back-propagate the cached gradients
     no_sync = getattr(model, "no_sync", None)
     for i, chunk in enumerate(chunks):
@@ -103,6 +110,6 @@ def grad_cache_backward(
         sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
         with sync, _replay(states[i], devices):
             out = _check_outputs(embed(model, *chunk), i)
-            surrogate = sum((out[name] * grads[name][i].to(out[name].dtype)).sum() for name in names)
-            surrogate.backward()
+            terms = [(out[name] * grads[name][i].to(out[name].dtype)).sum() for name in names]
+            torch.autograd.backward(sum(terms[1:], terms[0]))
     return loss.detach()

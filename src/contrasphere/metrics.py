@@ -43,7 +43,7 @@ def _tensor(z: Any, name: str) -> Tensor:
 
 def _inverse_norms(z: Tensor, name: str, normalize: bool, chunk_size: int) -> Tensor:
     """Per-row factors that put ``z`` on the unit sphere (all ones when it is there already), in float64."""
-    norms = torch.cat([torch.linalg.vector_norm(c.double(), dim=1) for c in z.split(chunk_size)])
+    norms = torch.cat([torch.linalg.vector_norm(c.double(), dim=1) for c in torch.split(z, chunk_size)])
     if normalize:
         zero = norms == 0
         if zero.any():
@@ -116,8 +116,8 @@ def alignment(
     return total / index_a.shape[0]
 
 
-def _pairs(pairs: Any, n: int) -> Tensor:
-    pairs = _tensor(pairs, "pairs")
+def _pairs(value: Any, n: int) -> Tensor:
+    pairs = _tensor(value, "pairs")
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] == 0:
         raise ValueError(
             f"pairs must have shape (P, 2) with P >= 1, one row per positive pair, got {tuple(pairs.shape)}"
@@ -213,8 +213,8 @@ def modality_gap(z_a: Any, z_b: Any, *, normalize: bool = True, chunk_size: int 
 
 
 def _mean(z: Tensor, inv: Tensor, chunk_size: int) -> Tensor:
-    total = sum(_rows(z, inv, s, s + chunk_size, torch.float64).sum(0) for s in range(0, z.shape[0], chunk_size))
-    return total / z.shape[0]
+    sums = [_rows(z, inv, s, s + chunk_size, torch.float64).sum(0) for s in range(0, z.shape[0], chunk_size)]
+    return sum(sums[1:], sums[0]) / z.shape[0]
 
 
 @torch.no_grad()
@@ -222,7 +222,7 @@ def norm_stats(z: Any, *, chunk_size: int = _CHUNK) -> dict[str, float]:
     """Mean, standard deviation, minimum and maximum of the embeddings' Euclidean norms (before any projection)."""
     z = check.embeddings(_tensor(z, "z"), "z")
     _chunk(chunk_size)
-    norms = torch.cat([torch.linalg.vector_norm(c.double(), dim=1) for c in z.split(chunk_size)])
+    norms = torch.cat([torch.linalg.vector_norm(c.double(), dim=1) for c in torch.split(z, chunk_size)])
     std = float(norms.std(unbiased=False))
     return {"mean": float(norms.mean()), "std": std, "min": float(norms.min()), "max": float(norms.max())}
 

@@ -32,6 +32,10 @@ class KeyQueue(nn.Module):
     Under ``torch.distributed``, :meth:`push` enqueues the keys of every rank (in rank order), as MoCo does.
     """
 
+    keys: Tensor
+    pointer: Tensor
+    count: Tensor
+
     def __init__(self, size: int, dim: int, *, start_empty: bool = False) -> None:
         super().__init__()
         check.integer(size, "size"), check.integer(dim, "dim")
@@ -77,8 +81,8 @@ def momentum_update(target: nn.Module, source: nn.Module, momentum: float = 0.99
         raise ValueError("target and source must have the same parameters (make target with momentum_copy(source))")
     for t, s in zip(target_params, source_params):
         t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
-    for t, s in zip(target.buffers(), source.buffers()):
-        t.copy_(s)
+    for target_buffer, source_buffer in zip(target.buffers(), source.buffers()):
+        target_buffer.copy_(source_buffer)
 
 
 def momentum_copy(model: nn.Module) -> nn.Module:

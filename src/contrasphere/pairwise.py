@@ -20,6 +20,9 @@ loss chooses through ``block_size``: ``None`` picks dense up to :data:`DENSE_MAX
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -90,7 +93,8 @@ def row_logsumexp(
         return _row_logsumexp_dense(a, b, scale, col_bias, excluded)
     rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
     scale_t = _as_scale(scale, a)
-    return _RowLogSumExp.apply(a, b, scale_t, col_bias, excluded, rows, cols)
+    lse: Tensor = _RowLogSumExp.apply(a, b, scale_t, col_bias, excluded, rows, cols)
+    return lse
 
 
 def _excluded(exclude_diagonal: bool, offsets: tuple[int, ...]) -> tuple[int, ...]:
@@ -146,7 +150,7 @@ def _tiles(
     *,
     col_bias: Tensor | None = None,
     excluded: tuple[int, ...] = (),
-):
+) -> Iterator[tuple[int, int, int, int, Tensor]]:
     """Yield ``(r0, r1, c0, c1, tile)`` over every ``rows x cols`` tile of ``scale <a_i, b_j> + col_bias_j``.
 
     Excluded diagonals are masked; ``col_bias`` may be ``(M,)`` or a scalar tensor. Each tile is written into one
@@ -174,21 +178,28 @@ def _tiles(
 
 class _RowLogSumExp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, scale, col_bias, excluded, rows, cols):  # type: ignore[override]
+    def forward(
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        scale: Tensor,
+        col_bias: Tensor | None,
+        excluded: tuple[int, ...],
+        rows: int,
+        cols: int,
+    ) -> Tensor:
         acc, n = acc_dtype(a), a.shape[0]
         run_max = torch.full((n,), -math.inf, dtype=acc, device=a.device)
         run_sum = torch.zeros(n, dtype=acc, device=a.device)
         for r0, r1, _, _, tile in _tiles(a, b, scale, rows, cols, col_bias=col_bias, excluded=excluded):
-            _online_update(
-                run_max[r0:r1], run_sum[r0:r1], tile.amax(1), lambda mx, tile=tile: tile.sub_(mx[:, None]).exp_().sum(1)
-            )
+            _online_update(run_max[r0:r1], run_sum[r0:r1], tile.amax(1), partial(_exp_sum, tile, 1))
         lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
         ctx.save_for_backward(a, b, scale, col_bias, lse)
         ctx.excluded, ctx.rows, ctx.cols = excluded, rows, cols
         return lse
 
     @staticmethod
-    def backward(ctx, grad_lse):  # type: ignore[override]
+    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, None, None, None]:
         a, b, scale, col_bias, lse = ctx.saved_tensors
         acc, mm = acc_dtype(a), _mm_dtype(a)
         a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
@@ -226,12 +237,15 @@ def row_col_logsumexp(
         scores = (a.to(dtype) @ b.to(dtype).T) * scale
         return torch.logsumexp(scores, dim=1), torch.logsumexp(scores, dim=0)
     side = min(block_size or SYM_BLOCK, max(a.shape[0], b.shape[0]))
-    return _RowColLogSumExp.apply(a, b, _as_scale(scale, a), side)
+    lse_rows: Tensor
+    lse_cols: Tensor
+    lse_rows, lse_cols = _RowColLogSumExp.apply(a, b, _as_scale(scale, a), side)
+    return lse_rows, lse_cols
 
 
 class _RowColLogSumExp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, scale, side):  # type: ignore[override]
+    def forward(ctx: Any, a: Tensor, b: Tensor, scale: Tensor, side: int) -> tuple[Tensor, Tensor]:
         acc = acc_dtype(a)
         stats = [torch.full((k,), -math.inf, dtype=acc, device=a.device) for k in (a.shape[0], b.shape[0])]
         sums = [torch.zeros(k, dtype=acc, device=a.device) for k in (a.shape[0], b.shape[0])]
@@ -242,13 +256,13 @@ class _RowColLogSumExp(torch.autograd.Function):
                 stats[0][i0:i1],
                 sums[0][i0:i1],
                 tile.amax(1),
-                lambda mx, tile=tile, copy=copy: torch.sub(tile, mx[:, None], out=copy).exp_().sum(1),
+                partial(_exp_sum, tile, 1, out=copy),
             )
             _online_update(
                 stats[1][j0:j1],
                 sums[1][j0:j1],
                 tile.amax(0),
-                lambda mx, tile=tile: tile.sub_(mx[None, :]).exp_().sum(0),
+                partial(_exp_sum, tile, 0),
             )
         lse_rows, lse_cols = (mx + sm.log() for mx, sm in zip(stats, sums))
         ctx.save_for_backward(a, b, scale, lse_rows, lse_cols)
@@ -256,7 +270,7 @@ class _RowColLogSumExp(torch.autograd.Function):
         return lse_rows, lse_cols
 
     @staticmethod
-    def backward(ctx, grad_rows, grad_cols):  # type: ignore[override]
+    def backward(ctx: Any, grad_rows: Tensor, grad_cols: Tensor) -> tuple[Tensor, Tensor, Tensor | None, None]:
         a, b, scale, lse_rows, lse_cols = ctx.saved_tensors
         side = ctx.side
         acc, mm = acc_dtype(a), _mm_dtype(a)
@@ -329,10 +343,13 @@ def sym_row_logsumexp(
             scores = scores.masked_fill(_offset_mask(n, n, excluded, z.device), -math.inf)
         return torch.logsumexp(scores, dim=1)
     side = min(block_size or SYM_BLOCK, n)
-    return _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side)
+    lse: Tensor = _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side)
+    return lse
 
 
-def _sym_tiles(z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int):
+def _sym_tiles(
+    z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int
+) -> Iterator[tuple[int, int, int, int, Tensor]]:
     """Yield ``(i0, i1, j0, j1, tile)`` for the tiles on and above the diagonal of ``scale <z_i, z_j> + r_i + r_j``.
 
     Each tile is written into one reused buffer (float32/64), excluded diagonals masked; consume it before the next.
@@ -354,7 +371,7 @@ def _sym_tiles(z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[in
             yield i0, i1, j0, j1, tile
 
 
-def _online_update(run_max: Tensor, run_sum: Tensor, tile_max: Tensor, exp_sum) -> None:
+def _online_update(run_max: Tensor, run_sum: Tensor, tile_max: Tensor, exp_sum: Callable[[Tensor], Tensor]) -> None:
     """Merge one tile's maxima into running (max, sum) pairs in place; ``exp_sum(shift)`` sums exp(tile - shift)."""
     new_max = torch.maximum(run_max, tile_max)
     safe = torch.where(torch.isinf(new_max), 0.0, new_max)
@@ -362,9 +379,18 @@ def _online_update(run_max: Tensor, run_sum: Tensor, tile_max: Tensor, exp_sum) 
     run_max.copy_(new_max)
 
 
+def _exp_sum(tile: Tensor, dim: int, shift: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """``exp(tile - shift).sum(dim)``, ``shift`` broadcast along ``dim``; in place in ``tile``, or into ``out``."""
+    shift = shift.unsqueeze(dim)
+    shifted = tile.sub_(shift) if out is None else torch.sub(tile, shift, out=out)
+    return shifted.exp_().sum(dim)
+
+
 class _SymRowLogSumExp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, scale, bias, excluded, side):  # type: ignore[override]
+    def forward(
+        ctx: Any, z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int
+    ) -> Tensor:
         acc, n = acc_dtype(z), z.shape[0]
         run_max = torch.full((n,), -math.inf, dtype=acc, device=z.device)
         run_sum = torch.zeros(n, dtype=acc, device=z.device)
@@ -375,14 +401,14 @@ class _SymRowLogSumExp(torch.autograd.Function):
                 run_max[i0:i1],
                 run_sum[i0:i1],
                 tile.amax(1),
-                lambda m, tile=tile, copy=copy: torch.sub(tile, m[:, None], out=copy).exp_().sum(1),
+                partial(_exp_sum, tile, 1, out=copy),
             )
             if j0 != i0:  # the transposed tile: rows j0:j1 against columns i0:i1
                 _online_update(
                     run_max[j0:j1],
                     run_sum[j0:j1],
                     tile.amax(0),
-                    lambda m, tile=tile: tile.sub_(m[None, :]).exp_().sum(0),
+                    partial(_exp_sum, tile, 0),
                 )
         lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
         ctx.save_for_backward(z, scale, bias, lse)
@@ -390,7 +416,7 @@ class _SymRowLogSumExp(torch.autograd.Function):
         return lse
 
     @staticmethod
-    def backward(ctx, grad_lse):  # type: ignore[override]
+    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, None, None]:
         z, scale, bias, lse = ctx.saved_tensors
         side, excluded = ctx.side, ctx.excluded
         acc, mm = acc_dtype(z), _mm_dtype(z)
@@ -430,12 +456,13 @@ def softplus_sum(
         dtype = acc_dtype(a)
         return torch.nn.functional.softplus((a.to(dtype) @ b.to(dtype).T) * scale + bias).sum()
     rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
-    return _SoftplusSum.apply(a, b, _as_scale(scale, a), _as_scale(bias, a), rows, cols)
+    total: Tensor = _SoftplusSum.apply(a, b, _as_scale(scale, a), _as_scale(bias, a), rows, cols)
+    return total
 
 
 class _SoftplusSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, scale, bias, rows, cols):  # type: ignore[override]
+    def forward(ctx: Any, a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, rows: int, cols: int) -> Tensor:
         total = torch.zeros((), dtype=torch.float64, device=a.device)
         for _, _, _, _, tile in _tiles(a, b, scale, rows, cols, col_bias=bias):
             total += torch.nn.functional.softplus(tile).sum(dtype=torch.float64)
@@ -444,7 +471,7 @@ class _SoftplusSum(torch.autograd.Function):
         return total.to(acc_dtype(a))
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor, None, None]:
         a, b, scale, bias = ctx.saved_tensors
         acc, mm = acc_dtype(a), _mm_dtype(a)
         a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)

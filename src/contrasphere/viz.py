@@ -12,32 +12,39 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def _numpy(x: Any, name: str) -> np.ndarray:
+def _numpy(x: Any, name: str) -> NDArray[np.float64]:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if not np.isfinite(x).all():
+    array = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or Inf")
-    return x
+    return array
 
 
-def angles_of(z: Any) -> np.ndarray:
+def angles_of(z: Any) -> NDArray[np.float64]:
     """Angles in ``[-pi, pi)`` of ``(N, 2)`` embeddings (projected onto the circle; zero rows are an error)."""
-    z = _numpy(z, "z")
-    if z.ndim != 2 or z.shape[1] != 2:
-        raise ValueError(f"z must have shape (N, 2) to lie on the circle S^1, got {z.shape}; train with 2-d outputs")
-    if (np.linalg.norm(z, axis=1) == 0).any():
+    points = _numpy(z, "z")
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(
+            f"z must have shape (N, 2) to lie on the circle S^1, got {points.shape}; train with 2-d outputs"
+        )
+    if (np.linalg.norm(points, axis=1) == 0).any():
         raise ValueError("z has all-zero rows, which have no angle")
-    return np.arctan2(z[:, 1], z[:, 0])
+    return np.arctan2(points[:, 1], points[:, 0])
 
 
-def vmf_density(angles: Any, grid: Any, *, kappa: float = 25.0) -> np.ndarray:
+def vmf_density(angles: Any, grid: Any, *, kappa: float = 25.0) -> NDArray[np.float64]:
     r"""Kernel density of ``angles`` on the circle with a von Mises-Fisher kernel, evaluated at ``grid``.
 
     :math:`\hat p(\theta) = \frac1N \sum_i \frac{e^{\kappa\cos(\theta - \theta_i)}}{2\pi I_0(\kappa)}`, computed with
@@ -47,14 +54,16 @@ def vmf_density(angles: Any, grid: Any, *, kappa: float = 25.0) -> np.ndarray:
 
     if not (math.isfinite(kappa) and kappa > 0):
         raise ValueError(f"kappa must be a finite number > 0, got {kappa}")
-    angles, grid = _numpy(angles, "angles").ravel(), _numpy(grid, "grid").ravel()
-    if angles.size == 0:
+    angles_np, grid_np = _numpy(angles, "angles").ravel(), _numpy(grid, "grid").ravel()
+    if angles_np.size == 0:
         raise ValueError("angles is empty: a density needs at least one point")
-    kernel = np.exp(kappa * (np.cos(grid[:, None] - angles[None, :]) - 1.0))  # e^{k cos - k}
-    return kernel.mean(1) / (2 * math.pi * i0e(kappa))
+    kernel = np.exp(kappa * (np.cos(grid_np[:, None] - angles_np[None, :]) - 1.0))  # e^{k cos - k}
+    density: NDArray[np.float64] = kernel.mean(1) / (2 * math.pi * i0e(kappa))
+    return density
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the off-screen Agg backend (an ImportError that names the extra without it)."""
     try:
         import matplotlib
     except ImportError as err:  # pragma: no cover - only without the extra
@@ -63,6 +72,56 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _labels(labels: Any | None, n: int) -> NDArray[np.int64] | None:
+    if labels is None:
+        return None
+    labels_np: NDArray[np.int64] = _numpy(labels, "labels").astype(np.int64).ravel()
+    if labels_np.shape[0] != n:
+        raise ValueError(f"labels needs one entry per point ({n}), got {labels_np.shape[0]}")
+    return labels_np
+
+
+def _draw_circle(
+    ax_circle: Any,
+    ax_density: Any,
+    z: Any,
+    labels: Any | None,
+    *,
+    kappa: float,
+    class_names: Sequence[str] | None = None,
+    legend: bool = True,
+) -> None:
+    """One panel of Figure 3: the points on the whole unit circle (a collapsed set shows as a dot on it, never
+    rescaled into an arc) and the vMF density of their angles, overall and per class."""
+    theta = angles_of(z)
+    labels_np = _labels(labels, theta.shape[0])
+    colours = _pyplot().get_cmap("tab10")
+    ring = np.linspace(0, 2 * math.pi, 200)
+    ax_circle.plot(np.cos(ring), np.sin(ring), color="0.8", lw=1)
+    jitter = 1 + 0.03 * np.random.default_rng(0).standard_normal(len(theta))  # radial only, for visibility
+    groups = [np.ones(len(theta), dtype=bool)] if labels_np is None else [labels_np == c for c in np.unique(labels_np)]
+    for g, keep in enumerate(groups):
+        colour = "C0" if labels_np is None else colours(int(labels_np[keep][0]) % 10)
+        x, y = jitter[keep] * np.cos(theta[keep]), jitter[keep] * np.sin(theta[keep])
+        ax_circle.scatter(x, y, s=2, alpha=0.5, color=colour, rasterized=True, zorder=2 + g % 2)
+    ax_circle.set_xlim(-1.25, 1.25)
+    ax_circle.set_ylim(-1.25, 1.25)
+    ax_circle.set_aspect("equal")
+    ax_circle.axis("off")
+    grid = np.linspace(-math.pi, math.pi, 361)
+    ax_density.plot(grid, vmf_density(theta, grid, kappa=kappa), color="k", lw=2, label="all")
+    if labels_np is not None:
+        for c in np.unique(labels_np):
+            name = class_names[int(c)] if class_names is not None else str(int(c))
+            density = vmf_density(theta[labels_np == c], grid, kappa=kappa)
+            ax_density.plot(grid, density, lw=1, color=colours(int(c) % 10), label=name)
+        if legend:
+            ax_density.legend(fontsize=6, ncol=2, frameon=False)
+    ax_density.axhline(1 / (2 * math.pi), color="0.6", ls="--", lw=1)  # the uniform density
+    ax_density.set_xlabel("angle (radians)")
+    ax_density.set_xlim(-math.pi, math.pi)
 
 
 def plot_circle(
@@ -80,48 +139,28 @@ def plot_circle(
     labels, of each class. Returns the path written.
     """
     plt = _pyplot()
-    theta = angles_of(z)
-    labels_np = None if labels is None else _numpy(labels, "labels").astype(int).ravel()
-    if labels_np is not None and labels_np.shape[0] != theta.shape[0]:
-        raise ValueError(f"labels needs one entry per point ({theta.shape[0]}), got {labels_np.shape[0]}")
-    grid = np.linspace(-math.pi, math.pi, 361)
     fig, (ax_circle, ax_density) = plt.subplots(1, 2, figsize=(8.5, 3.8), gridspec_kw={"width_ratios": [1, 1.4]})
-    ring = np.linspace(0, 2 * math.pi, 200)
-    ax_circle.plot(np.cos(ring), np.sin(ring), color="0.8", lw=1)
-    colours = plt.get_cmap("tab10")
-    jitter = 1 + 0.03 * np.random.default_rng(0).standard_normal(theta.shape[0])  # radial only, for visibility
-    if labels_np is None:
-        ax_circle.scatter(jitter * np.cos(theta), jitter * np.sin(theta), s=2, alpha=0.4, color="C0")
-    else:
-        for c in np.unique(labels_np):
-            keep = labels_np == c
-            ax_circle.scatter(
-                jitter[keep] * np.cos(theta[keep]),
-                jitter[keep] * np.sin(theta[keep]),
-                s=2,
-                alpha=0.5,
-                color=colours(int(c) % 10),
-            )
-    ax_circle.set_aspect("equal")
-    ax_circle.axis("off")
-    ax_density.plot(grid, vmf_density(theta, grid, kappa=kappa), color="k", lw=2, label="all")
-    if labels_np is not None:
-        for c in np.unique(labels_np):
-            name = class_names[int(c)] if class_names is not None else str(int(c))
-            ax_density.plot(
-                grid,
-                vmf_density(theta[labels_np == c], grid, kappa=kappa),
-                lw=1,
-                color=colours(int(c) % 10),
-                label=name,
-            )
-        ax_density.legend(fontsize=6, ncol=2, frameon=False)
-    ax_density.axhline(1 / (2 * math.pi), color="0.6", ls="--", lw=1)  # the uniform density
-    ax_density.set_xlabel("angle (radians)")
+    _draw_circle(ax_circle, ax_density, z, labels, kappa=kappa, class_names=class_names)
     ax_density.set_ylabel(f"vMF KDE density (kappa={kappa:g})")
-    ax_density.set_xlim(-math.pi, math.pi)
     if title:
         fig.suptitle(title)
+    return _save(fig, path, plt)
+
+
+def plot_circles(panels: Sequence[Mapping[str, Any]], path: str | Path, *, kappa: float = 25.0) -> Path:
+    """Several encoders side by side as in the paper's Figure 3: circles on top, angle densities below.
+
+    Each panel is a mapping with ``z`` (``(N, 2)`` features), optional ``labels`` and a ``title`` (for the paper's
+    captions, e.g. the linear accuracy of the 2-d features).
+    """
+    if not panels:
+        raise ValueError("panels is empty: give one mapping (z, labels, title) per encoder")
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6), squeeze=False)
+    for col, panel in enumerate(panels):
+        _draw_circle(axes[0, col], axes[1, col], panel["z"], panel.get("labels"), kappa=kappa, legend=False)
+        axes[0, col].set_title(str(panel.get("title", "")), fontsize=9)
+    axes[1, 0].set_ylabel(f"vMF KDE density (kappa={kappa:g})")
     return _save(fig, path, plt)
 
 
@@ -178,7 +217,91 @@ def plot_curves(
     return _save(fig, path, plt)
 
 
-def _save(fig, path: str | Path, plt) -> Path:
+def plot_paths(
+    paths: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str | Path,
+    *,
+    start: Mapping[str, float] | None = None,
+    x_key: str = "uniformity",
+    y_key: str = "alignment",
+    label_key: str = "step",
+) -> Path:
+    """Trajectories of encoders through the alignment-uniformity plane during training (SimCSE's Figure 2).
+
+    ``paths`` maps a name to its measurements in order; the last point of each is annotated with its
+    ``label_key``; ``start`` (the common starting encoder) is drawn as a star.
+    """
+    if not paths:
+        raise ValueError("paths is empty: give one sequence of measurements per encoder")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, points in paths.items():
+        points = [p for p in points if x_key in p and y_key in p]
+        if not points:
+            raise ValueError(f"path {name!r} has no point with both {x_key!r} and {y_key!r}")
+        ax.plot([p[x_key] for p in points], [p[y_key] for p in points], marker="o", ms=3, label=name)
+        if label_key in points[-1]:
+            ax.annotate(f"{points[-1][label_key]:g}", (points[-1][x_key], points[-1][y_key]), fontsize=7)
+    if start is not None:
+        ax.scatter([start[x_key]], [start[y_key]], marker="*", s=120, color="k", label="start", zorder=3)
+    ax.set_xlabel(f"{x_key} (lower is better)")
+    ax.set_ylabel(f"{y_key} (lower is better)")
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path, plt)
+
+
+def plot_recall(
+    runs: Mapping[str, Mapping[str, Mapping[str, float]]],
+    path: str | Path,
+    *,
+    directions: Sequence[str] = ("text_to_image", "image_to_text"),
+    ks: Sequence[str] = ("R@1", "R@5", "R@10"),
+) -> Path:
+    """Retrieval recall@k as grouped bars, one panel per direction, one bar colour per run (fractions in [0, 1])."""
+    if not runs:
+        raise ValueError("runs is empty: give one mapping of recalls per run")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(directions), figsize=(4 * len(directions), 3.2), sharey=True, squeeze=False)
+    width = 0.8 / len(runs)
+    for ax, direction in zip(axes[0], directions):
+        for i, (name, r) in enumerate(runs.items()):
+            ax.bar([j + i * width for j in range(len(ks))], [100 * r[direction][k] for k in ks], width, label=name)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(ks))], list(ks))
+        ax.set_title(direction.replace("_", " "))
+    axes[0, 0].set_ylabel("recall (%)")
+    axes[0, -1].legend(fontsize=7, frameon=False)
+    return _save(fig, path, plt)
+
+
+def plot_sweep(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    baselines: Mapping[str, float] | None = None,
+    log_x: bool = False,
+) -> Path:
+    """One or more curves over a swept hyperparameter, with optional horizontal baselines (named dashed lines)."""
+    if not series or any(len(ys) != len(x) for ys in series.values()):
+        raise ValueError("series must map names to one value per x")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for (name, ys), marker in zip(series.items(), "os^vD"):
+        ax.plot(list(x), list(ys), marker=marker, label=name)
+    for name, value in (baselines or {}).items():
+        ax.axhline(value, ls="--", lw=1, color="0.5")
+        ax.annotate(name, (min(x) if len(x) else 0, value), fontsize=7)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path, plt)
+
+
+def _save(fig: Figure, path: str | Path, plt: ModuleType) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -16,12 +16,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="evaluate a trained checkpoint (kNN, linear probe, STS, retrieval) and write its report",
         description="Load a run folder (or its checkpoint.pt) written by `contrasphere train`, run the evaluation "
         "protocols of its recipe, and write eval.json and report/ into the run folder.",
-        epilog="example:\n  contrasphere eval runs/digits\n  contrasphere eval runs/digits --set eval.probe_protocol=paper",
+        epilog="example:\n  contrasphere eval runs/digits\n"
+        "  contrasphere eval runs/digits --set eval.probe_protocol=paper",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an eval.* field of the saved recipe, e.g. --set eval.knn_k=20")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an eval.* field of the saved recipe, e.g. --set eval.knn_k=20",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
 
 

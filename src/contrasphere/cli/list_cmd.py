@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 
 from ..losses import LossSpec, list_losses, loss_spec
@@ -29,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def describe(spec: LossSpec) -> dict:
     """One registry entry as a JSON-ready dict: name, paper, inputs, engine use and distributed support."""
-    uses_engine = "block_size" in inspect.signature(spec.cls.__init__).parameters
+    uses_engine = "block_size" in spec.hyperparameters
     distributed = "gathers " + ", ".join(i for i in spec.inputs if i not in spec.shared)
     if spec.indices:
         distributed += f" ({', '.join(spec.indices)} offset by rank)"
@@ -38,6 +37,7 @@ def describe(spec: LossSpec) -> dict:
     return {
         "name": spec.name,
         "class": spec.cls.__name__,
+        "function": f"{spec.fn.__name__}" if spec.fn is not None else None,
         "paper": spec.paper,
         "inputs": list(spec.inputs),
         "engine": uses_engine,
@@ -49,15 +49,17 @@ def describe(spec: LossSpec) -> dict:
 def markdown() -> str:
     rows = [describe(loss_spec(name)) for name in list_losses()]
     lines = [
-        "| name | module | paper | inputs | tiled engine | distributed (`GatherLoss`) |",
-        "|---|---|---|---|---|---|",
+        "| name | module | function | paper | inputs | tiled engine | distributed (`GatherLoss`) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         engine = "yes (`block_size`)" if r["engine"] else "not needed: no N x N matrix"
         if r["dense_pairs"]:
             engine = "no: dense N x N"
         inputs = ", ".join(f"`{i}`" for i in r["inputs"])
-        lines.append(f"| `{r['name']}` | `{r['class']}` | {r['paper']} | {inputs} | {engine} | {r['distributed']} |")
+        function = f"`{r['function']}`" if r["function"] else "(own math: stateful or per-step draws)"
+        cells = [f"`{r['name']}`", f"`{r['class']}`", function, r["paper"], inputs, engine, r["distributed"]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -67,8 +69,16 @@ def _recipes() -> list[dict]:
     out = []
     for name in list_recipes():
         r = get_recipe(name)
-        out.append({"name": name, "task": r.task, "dataset": r.data.dataset, "encoder": r.model.encoder,
-                    "loss": r.loss.name, "description": r.description})  # fmt: skip
+        out.append(
+            {
+                "name": name,
+                "task": r.task,
+                "dataset": r.data.dataset,
+                "encoder": r.model.encoder,
+                "loss": r.loss.name,
+                "description": r.description,
+            }
+        )
     return out
 
 
@@ -95,10 +105,12 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown())
         return 0
-    rows = [loss_spec(name) for name in list_losses()]
-    width = max(len(s.name) for s in rows)
-    inputs_width = max(len(", ".join(s.inputs)) for s in rows)
-    print(f"{'loss':<{width}}  {'inputs':<{inputs_width}}  paper")
-    for s in rows:
-        print(f"{s.name:<{width}}  {', '.join(s.inputs):<{inputs_width}}  {s.paper}")
+    table = [
+        (s.name, s.cls.__name__, s.fn.__name__ if s.fn else "-", ", ".join(s.inputs), s.paper)
+        for s in map(loss_spec, list_losses())
+    ]
+    header = ("loss", "module", "function", "inputs", "paper")
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(4)]
+    for row in [header, *table]:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + f"  {row[4]}")
     return 0

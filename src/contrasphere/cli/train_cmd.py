@@ -32,16 +32,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", help="a recipe name (see `contrasphere list recipes`) or a recipe.json file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, e.g. --set optim.lr=0.05 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set optim.lr=0.05 (repeatable)",
+    )
     p.add_argument("--tiny", action="store_true", help="the recipe's tiny preset: a few steps on a few samples")
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--show", action="store_true", help="print the full recipe as JSON and exit")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the evaluation and report")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
-                   help="stop after this many steps, as a preemption would (resume with --resume)")  # fmt: skip
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="stop after this many steps, as a preemption would (resume with --resume)",
+    )
 
 
 def load_recipe(name: str, tiny: bool, overrides: list[str]):
@@ -58,8 +69,8 @@ def load_recipe(name: str, tiny: bool, overrides: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     from ..distributed import rank
-    from ..train.runs import evaluate_run
     from ..train import train
+    from ..train.runs import evaluate_run
 
     recipe = load_recipe(args.recipe, args.tiny, args.overrides)
     if args.show:

@@ -45,7 +45,8 @@ def alignment(z_a: Tensor, z_b: Tensor, *, alpha: float = 2.0) -> Tensor:
     z_b = check.embeddings(z_b, "z_b")
     check.same_shape(z_a, z_b, "z_a", "z_b")
     z_a, z_b = check.common_dtype(z_a, z_b)
-    return torch.linalg.vector_norm(z_a - z_b, dim=1).pow(alpha).mean()
+    distances: Tensor = torch.linalg.vector_norm(z_a - z_b, dim=1)
+    return distances.pow(alpha).mean()
 
 
 @check.hyperparameters(t=check.positive)
@@ -111,7 +112,9 @@ def _offset(offset: str, t: float, dim: int) -> float:
     raise ValueError(f"offset must be one of 'none', '2t', 'sphere', got {offset!r}")
 
 
-@check.hyperparameters(align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.positive)
+@check.hyperparameters(
+    align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.positive
+)
 def align_uniform(
     z_a: Tensor,
     z_b: Tensor,

@@ -82,9 +82,7 @@ def sinkhorn(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3) -> T
     return torch.exp(log_q + math.log(n))
 
 
-@check.hyperparameters(
-    temperature=check.positive, epsilon=check.positive, sinkhorn_iterations=check.integer
-)
+@check.hyperparameters(temperature=check.positive, epsilon=check.positive, sinkhorn_iterations=check.integer)
 def swav(
     z_a: Tensor,
     z_b: Tensor,

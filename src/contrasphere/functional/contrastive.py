@@ -186,6 +186,9 @@ def supcon(
         labels = labels.repeat(v)
     z = check.embeddings(z, "z", min_rows=2, why="SupCon contrasts each embedding with the others", keep_dtype=True)
     labels = check.labels(labels, z.shape[0])
+    classes: Tensor
+    label_index: Tensor
+    counts: Tensor
     classes, label_index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     n_pos = counts[label_index] - 1
     has_pos = n_pos > 0

@@ -71,9 +71,9 @@ def mochi(
 ) -> Tensor:
     r"""MoCo's InfoNCE with MoCHi's synthetic hard negatives added to the queue's.
 
-    :math:`\mathcal{L} = -\frac1N\sum_i \log \frac{e^{s_{i+}}}{e^{s_{i+}} + \sum_{\kappa \in \text{queue}} e^{s_{i\kappa}}
-    + \sum_{h \in H_i} e^{s_{ih}}}` with :math:`H_i` from :func:`mochi_negatives` (Kalantidis et al. 2020, Eq. 1
-    with the synthetic set; defaults are the paper's ImageNet-100 setting ``N=1024, s=512, s'=256``). Give
+    :math:`\mathcal{L} = -\frac1N\sum_i \log \frac{e^{s_{i+}}}{e^{s_{i+}} + \sum_{\kappa \in \text{queue}}
+    e^{s_{i\kappa}} + \sum_{h \in H_i} e^{s_{ih}}}` with :math:`H_i` from :func:`mochi_negatives` (Kalantidis et al.
+    2020, Eq. 1 with the synthetic set; defaults are the paper's ImageNet-100 setting ``N=1024, s=512, s'=256``). Give
     ``synthetic`` ``(N, S, D)`` to use fixed negatives; otherwise they are drawn with ``generator``.
 
     Shape:

@@ -38,7 +38,9 @@ def moco_info_nce(
     return (torch.logaddexp(s_pos, s_neg) - s_pos).mean()
 
 
-@check.hyperparameters(align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.positive)
+@check.hyperparameters(
+    align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.positive
+)
 def align_uniform_queue(
     q: Tensor,
     k: Tensor,

@@ -9,6 +9,7 @@ temperatures do not overflow as the reference code's ``exp`` does.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -59,10 +60,10 @@ def hard_negative_nt_xent(
     z = torch.cat([z_a, z_b])
     m = 2 * n - 2  # negatives per anchor: every view but the anchor and its partner
     scale = 1.0 / temperature
-    others = {"exclude_diagonal": True, "exclude_offsets": (n, -n), "block_size": block_size}
-    log_reweighted = sym_row_logsumexp(z, scale=(1.0 + beta) * scale, **others)
+    lse = partial(sym_row_logsumexp, z, exclude_diagonal=True, exclude_offsets=(n, -n), block_size=block_size)
+    log_reweighted = lse(scale=(1.0 + beta) * scale)
     if beta > 0:  # log M + log sum e^{(1+b)s} - log sum e^{b s}
-        log_reweighted = log_reweighted + math.log(m) - sym_row_logsumexp(z, scale=beta * scale, **others)
+        log_reweighted = log_reweighted + math.log(m) - lse(scale=beta * scale)
     s_pos = (scale * _dot(z_a, z_b)).repeat(2)
     # N_g in log space, shifted by c so that neither exponential overflows
     c = torch.maximum(log_reweighted, s_pos).detach()

@@ -28,7 +28,8 @@ class GatherLoss(nn.Module):
         self.spec = spec or loss_spec_of(loss)
 
     def forward(self, **inputs: Tensor) -> Tensor:
-        return self.loss(**{name: self._gather(name, value) for name, value in inputs.items()})
+        loss: Tensor = self.loss(**{name: self._gather(name, value) for name, value in inputs.items()})
+        return loss
 
     def _gather(self, name: str, value: Tensor) -> Tensor:
         if name not in self.spec.inputs or name in self.spec.shared or not isinstance(value, Tensor) or value.ndim == 0:

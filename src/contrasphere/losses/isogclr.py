@@ -43,6 +43,18 @@ class ISogCLRLoss(nn.Module):
         temperatures' gradient (0.5); grad_clip: 5.0.
     """
 
+    # per-sample state, registered as buffers in __init__
+    s_a: Tensor
+    s_b: Tensor
+    b_a: Tensor
+    b_b: Tensor
+    u_a: Tensor
+    u_b: Tensor
+    tau_a: Tensor
+    tau_b: Tensor
+    seen_a: Tensor
+    seen_b: Tensor
+
     def __init__(
         self,
         num_samples: int,
@@ -77,18 +89,16 @@ class ISogCLRLoss(nn.Module):
         index = check.labels(index, z_a.shape[0], "index").to(self.s_a.device)
         if int(index.min()) < 0 or int(index.max()) >= self.s_a.shape[0]:
             raise ValueError(f"index holds sample ids, which must lie in 0..{self.s_a.shape[0] - 1}")
-        if index.unique().numel() != index.numel():
+        if torch.unique(index).numel() != index.numel():
             raise ValueError("index repeats a sample id within the batch: per-sample state needs distinct ids")
         z_a, z_b = check.common_dtype(z_a, z_b)
         n = z_a.shape[0]
         sim = z_a @ z_b.T
         diag = sim.diagonal()
         off_diagonal = ~torch.eye(n, dtype=torch.bool, device=sim.device)
-        loss = 0.0
         # rows: a_i against every b_j; columns: b_j against every a_i (transpose, then the same update)
-        for side, diffs in (("a", sim - diag[:, None]), ("b", (sim - diag[None, :]).T)):
-            loss = loss + self._side(side, diffs, index, off_diagonal)
-        return loss
+        rows, cols = sim - diag[:, None], (sim - diag[None, :]).T
+        return self._side("a", rows, index, off_diagonal) + self._side("b", cols, index, off_diagonal)
 
     def _side(self, side: str, diffs: Tensor, index: Tensor, off_diagonal: Tensor) -> Tensor:
         s, b, u, tau, seen = (getattr(self, f"{name}_{side}") for name in ("s", "b", "u", "tau", "seen"))

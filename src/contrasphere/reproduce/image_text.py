@@ -11,20 +11,21 @@ distance between the two modalities' mean embeddings), alignment of matching pai
 
 from __future__ import annotations
 
-import hashlib
+import tempfile
+import typing
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..train import data as D
-from .. import evaluation, metrics
-from ..losses import create_loss
-from ..train.models import EfficientNetLite0, TextEncoder
+from .. import viz
+from ..train import build, train
+from ..train.config import LossConfig, Recipe, updated
+from ..train.models import TwoTower
+from ..train.recipes import get_recipe
 from .common import Report, log, scaled
 
-LOSSES = {
+LOSSES: dict[str, dict[str, Any]] = {
     "clip": {},
     "siglip": {},
     "align_uniform": {"alpha": 2, "t": 2},
@@ -32,137 +33,113 @@ LOSSES = {
 HEAD_DIM = 256
 
 
-def _features(pairs: D.CaptionedImages, progress: bool) -> dict[str, torch.Tensor]:
-    def build() -> dict[str, torch.Tensor]:
-        log(
-            "  encoding images with EfficientNet-Lite0 and captions with all-MiniLM-L6-v2 (cached afterwards)", progress
-        )
-        tower = EfficientNetLite0().eval()
-        with torch.no_grad():
-            images = torch.cat(
-                [tower((pairs.images[i : i + 50].float() / 255 - 0.5) / 0.5) for i in range(0, len(pairs), 50)]
-            )
-            text = TextEncoder(max_length=64).eval()
-            captions = [c for caps in pairs.captions for c in caps]
-            texts = torch.cat([text(captions[i : i + 256]) for i in range(0, len(captions), 256)])
-        owner = torch.tensor([i for i, caps in enumerate(pairs.captions) for _ in caps])
-        return {"images": images, "texts": texts, "owner": owner}
+def _recipe(loss: str, budget: float, test_images: int) -> Recipe:
+    """``flickr8k-lit`` with both towers frozen: linear heads (and the loss's parameters) on cached features."""
+    tiny = budget < 0.5  # the tests: the first 80 images for training
+    return updated(
+        get_recipe("flickr8k-lit"),
+        {
+            "loss": LossConfig(loss, dict(LOSSES[loss])),
+            "model.freeze_text_encoder": True,
+            "model.out_dim": HEAD_DIM,
+            "data.max_length": 64,
+            "data.train_samples": 80 if tiny else 0,
+            "data.batch_size": 16 if tiny else 128,
+            "data.test_samples": test_images,
+            "optim.lr": 1e-3,
+            "optim.weight_decay": 0.01,
+            "optim.schedule": "constant",
+            "optim.warmup_steps": 0,
+            "train.epochs": scaled(100, budget),
+            "train.heldout_samples": test_images,
+            "eval.plots": False,
+        },
+    )
 
-    digest = hashlib.sha256("\n".join(pairs.names).encode()).hexdigest()[:16]
-    key = f"flickr8k-features-{len(pairs)}-{digest}"
-    return D._cached(key, build)
 
-
-def _evaluate(heads: dict[str, torch.nn.Module], feats: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str, Any]:
-    with torch.no_grad():
-        img = F.normalize(heads["image"](feats["images"][keep]), dim=1)
-        text_rows = torch.isin(feats["owner"], keep)
-        txt = F.normalize(heads["text"](feats["texts"][text_rows]), dim=1)
-        owner = torch.searchsorted(keep, feats["owner"][text_rows])
-    first = torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])
-    image_ids = torch.arange(img.shape[0])
+def _flat(results: dict[str, Any]) -> dict[str, Any]:
+    """One evaluation as the report's row: recall both ways, the gap, alignment and each modality's uniformity."""
     return {
-        "text_to_image": evaluation.retrieval_recall_many(txt, img, owner, image_ids),
-        "image_to_text": evaluation.retrieval_recall_many(img, txt, image_ids, owner),
-        "modality_gap": metrics.modality_gap(img, txt),
-        "alignment": metrics.alignment(img, txt[first], alpha=2),
-        "uniformity_image": metrics.uniformity(img, t=2),
-        "uniformity_text": metrics.uniformity(txt, t=2),
+        "text_to_image": results["text_to_image"],
+        "image_to_text": results["image_to_text"],
+        **results["heldout"],
     }
-
-
-def _heads(seed: int) -> dict[str, torch.nn.Module]:
-    torch.manual_seed(seed)
-    return {"image": torch.nn.Linear(1280, HEAD_DIM), "text": torch.nn.Linear(384, HEAD_DIM)}
-
-
-def train_heads(
-    loss_name: str, feats: dict[str, torch.Tensor], train_ids: torch.Tensor, *, epochs: int, batch: int = 128,
-    lr: float = 1e-3, seed: int = 0,
-) -> tuple[dict[str, torch.nn.Module], list[dict[str, float]], torch.nn.Module]:  # fmt: skip
-    heads = _heads(seed)
-    loss_fn = create_loss(loss_name, **LOSSES[loss_name])
-    params = [p for h in heads.values() for p in h.parameters()] + list(loss_fn.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    captions_of = [torch.nonzero(feats["owner"] == i).flatten() for i in range(int(feats["owner"].max()) + 1)]
-    generator = torch.Generator().manual_seed(seed)
-    history = []
-    for epoch in range(epochs):
-        total, steps = 0.0, 0
-        for index in train_ids[torch.randperm(len(train_ids), generator=generator)].split(batch):
-            if len(index) < 2:
-                continue
-            pick = torch.randint(0, 1 << 30, (len(index),), generator=generator)
-            rows = torch.stack([captions_of[i][p % len(captions_of[i])] for i, p in zip(index.tolist(), pick.tolist())])
-            z_img = F.normalize(heads["image"](feats["images"][index]), dim=1)
-            z_txt = F.normalize(heads["text"](feats["texts"][rows]), dim=1)
-            loss = loss_fn(z_img, z_txt)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, steps = total + loss.item(), steps + 1
-        history.append({"epoch": epoch + 1, "loss": total / max(1, steps)})
-    return heads, history, loss_fn
 
 
 def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str, Any]:
     report = Report(out, "Image-text on Flickr8k: CLIP, SigLIP and align-uniform heads on frozen towers")
-    test_images = 200 if budget >= 0.5 else 20
-    pairs = D.flickr8k(None, 224)
-    if budget < 0.5:  # the tiny budget of the tests: the first 100 images
-        pairs = D.CaptionedImages(pairs.images[:100], pairs.captions[:100], pairs.names[:100])
-    feats = _features(pairs, progress)
-    n = len(pairs)
-    train_ids, test_ids = torch.arange(n - test_images), torch.arange(n - test_images, n)
-    epochs = scaled(100, budget)
-    before = _evaluate(_heads(0), feats, test_ids)
-    runs: dict[str, Any] = {"before": before}
+    test_images = 200 if budget >= 0.5 else 20  # of the 1,000 images in the shared data
+    log("  caching EfficientNet-Lite0 image and all-MiniLM-L6-v2 caption features (once)", progress)
+    first = _recipe("clip", budget, test_images)
+    task, model, _ = build(first, torch.device("cpu"))
+    runs: dict[str, Any] = {"before": _flat(task.evaluate(model)[0])}
+    n, epochs, batch = task.n_train + test_images, first.train.epochs, first.data.batch_size
     for name in LOSSES:
         log(f"  training heads with {name} for {epochs} epochs", progress)
-        heads, history, loss_fn = train_heads(name, feats, train_ids, epochs=epochs)
-        result = _evaluate(heads, feats, test_ids)
-        result["history"] = history
-        result["loss_parameters"] = {k: v.detach().tolist() for k, v in loss_fn.state_dict().items()}
-        result["train_on_held_in"] = _evaluate(heads, feats, train_ids)["text_to_image"]
-        runs[name] = result
+        with tempfile.TemporaryDirectory() as folder:
+            result = train(_recipe(name, budget, test_images), folder, progress=progress)
+        task, model = result["task"], result["model"]
+        r = _flat(task.evaluate(model)[0])
+        r["history"] = [{"epoch": e["epoch"], "loss": e["loss"]} for e in result["log"] if "loss" in e]
+        r["loss_parameters"] = {k: v.detach().tolist() for k, v in result["loss_module"].state_dict().items()}
+        r["train_on_held_in"] = _held_in_recall(task, typing.cast(TwoTower, model))
+        runs[name] = r
     report.text(
         __doc__.split("\n\n", 1)[1].strip(),
         f"Images: {n - test_images} for training, {test_images} held out (with {5 * test_images} captions); "
-        f"{epochs} epochs of AdamW (lr 1e-3, weight decay 0.01), batch 128, linear heads to {HEAD_DIM}-d, "
-        f"seed 0. Losses: CLIP (learnable temperature, init 0.07), SigLIP (learnable scale and bias, init 10 and "
+        f"{epochs} epochs of AdamW (lr 1e-3, weight decay 0.01), batch {batch}, linear heads to {HEAD_DIM}-d, "
+        f"seed 0; recipe `flickr8k-lit` with `model.freeze_text_encoder=true`, on the one training loop. "
+        "Losses: CLIP (learnable temperature, init 0.07), SigLIP (learnable scale and bias, init 10 and "
         f"-10), align-uniform (alpha=2, t=2, equal weights).",
     )
-    header = ["heads", "T->I R@1", "R@5", "R@10", "I->T R@1", "R@5", "R@10", "modality gap", "alignment",
-              "unif. image", "unif. text"]  # fmt: skip
+    header = [
+        "heads",
+        "T->I R@1",
+        "R@5",
+        "R@10",
+        "I->T R@1",
+        "R@5",
+        "R@10",
+        "modality gap",
+        "alignment",
+        "unif. image",
+        "unif. text",
+    ]
     rows = []
     for name, r in runs.items():
         t2i, i2t = r["text_to_image"], r["image_to_text"]
         label = "random heads (before)" if name == "before" else name
-        rows.append([label, *(100 * t2i[k] for k in ("R@1", "R@5", "R@10")), *(100 * i2t[k] for k in ("R@1", "R@5", "R@10")),
-                     r["modality_gap"], r["alignment"], r["uniformity_image"], r["uniformity_text"]])  # fmt: skip
+        rows.append(
+            [
+                label,
+                *(100 * t2i[k] for k in ("R@1", "R@5", "R@10")),
+                *(100 * i2t[k] for k in ("R@1", "R@5", "R@10")),
+                r["modality_gap"],
+                r["alignment"],
+                r["uniformity_image"],
+                r["uniformity_text"],
+            ]
+        )
     report.table(header, rows)
-    report.text("Recall in percent over the held-out images. Chance R@1 text->image is "
-                f"{100 / test_images:.1f}%.")  # fmt: skip
+    report.text(f"Recall in percent over the held-out images. Chance R@1 text->image is {100 / test_images:.1f}%.")
     try:
-        report.figure(_plot(runs, report.folder / "image_text_recall.png"), "Recall@k before and after, both ways")
+        report.figure(
+            viz.plot_recall(runs, report.folder / "image_text_recall.png"), "Recall@k before and after, both ways"
+        )
     except ImportError:
         pass
-    return report.save({"experiment": "image-text", "budget": budget, "epochs": epochs, "test_images": test_images,
-                        "runs": runs})  # fmt: skip
+    return report.save(
+        {"experiment": "image-text", "budget": budget, "epochs": epochs, "test_images": test_images, "runs": runs}
+    )
 
 
-def _plot(runs: dict[str, Any], path: Path) -> Path:
-    from ..viz import _pyplot, _save
+def _held_in_recall(task: Any, model: TwoTower) -> dict[str, float]:
+    """Text->image recall on the training images themselves (how closely the heads fit what they saw)."""
+    from .. import evaluation
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
-    ks = ("R@1", "R@5", "R@10")
-    width = 0.8 / len(runs)
-    for ax, direction in zip(axes, ("text_to_image", "image_to_text")):
-        for i, (name, r) in enumerate(runs.items()):
-            ax.bar([j + i * width for j in range(3)], [100 * r[direction][k] for k in ks], width, label=name)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(3)], ks)
-        ax.set_title(direction.replace("_", " "))
-    axes[0].set_ylabel("recall (%)")
-    axes[1].legend(fontsize=7, frameon=False)
-    return _save(fig, path, plt)
+    with torch.no_grad():
+        model.eval()
+        images = model.a(task.train_features).float()
+        texts = model.b(task.train_text).float()
+    owner = torch.tensor([i for i, caps in enumerate(task.train.captions) for _ in caps])
+    return evaluation.retrieval_recall_many(texts, images, owner, torch.arange(images.shape[0]))

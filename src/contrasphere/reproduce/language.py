@@ -12,143 +12,91 @@ Figure 2 protocol).
 
 from __future__ import annotations
 
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..train import data as D
-from .. import evaluation, metrics
-from ..losses import create_loss
-from ..train.models import TextEncoder
+from .. import viz
+from ..train import build, train
+from ..train.config import LossConfig, Recipe, updated
+from ..train.recipes import get_recipe
 from .common import Report, log, scaled
 
-LOSSES = {"info_nce": {"temperature": 0.05}, "align_uniform": {"alpha": 2, "t": 2}}
-STS_SETS = [("stsb", "dev"), ("stsb", "test"), ("sts12", "test"), ("sts13", "test"), ("sts14", "test"),
-            ("sts15", "test"), ("sts16", "test")]  # fmt: skip
+LOSSES: dict[str, dict[str, Any]] = {"info_nce": {"temperature": 0.05}, "align_uniform": {"alpha": 2, "t": 2}}
+STS_SETS = ("stsb", "sts12", "sts13", "sts14", "sts15", "sts16")  # STS-B: dev and test; the others: test
+AVERAGE = "avg STS12-16 + STS-B test"
 
 
-@torch.no_grad()
-def _embed(model: TextEncoder, sentences: list[str], batch: int = 128) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    out = torch.cat([model(sentences[i : i + batch]) for i in range(0, len(sentences), batch)])
-    model.train(was)
-    return out
+def _recipe(loss: str, budget: float) -> Recipe:
+    """``simcse-wiki`` (MiniLM, dropout views, AdamW 3e-5), held-out alignment and uniformity every few steps."""
+    tiny = budget < 0.2  # the tests: batch 8, the first 40 pairs of each STS set
+    steps = scaled(150, budget, 2)
+    return updated(
+        get_recipe("simcse-wiki"),
+        {
+            "loss": LossConfig(loss, dict(LOSSES[loss])),
+            "data.batch_size": 8 if tiny else 64,
+            "data.test_samples": 40 if tiny else 0,
+            "train.max_steps": steps,
+            "train.heldout_every": max(1, steps // 10),
+            "train.heldout_samples": 100 if tiny else 1500,
+            "eval.sts_sets": STS_SETS,
+            "eval.plots": False,
+        },
+    )
 
 
-def _sts(model: TextEncoder, sets: dict[str, D.SentencePairs]) -> dict[str, float]:
-    scores = {}
-    for name, pairs in sets.items():
-        scores[name] = 100 * evaluation.sts_spearman(_embed(model, pairs.a), _embed(model, pairs.b), pairs.scores)
-    scores["avg STS12-16 + STS-B test"] = sum(v for k, v in scores.items() if k != "stsb-dev") / (len(scores) - 1)
+def _sts(results: dict[str, Any]) -> dict[str, float]:
+    scores = dict(results["sts"])
+    scores[AVERAGE] = sum(v for k, v in scores.items() if k != "stsb-dev") / (len(scores) - 1)
     return scores
-
-
-def _track(model: TextEncoder, a: list[str], b: list[str], sentences: list[str]) -> dict[str, float]:
-    """Alignment of the positive pairs ``a[i], b[i]`` and uniformity of ``sentences``."""
-    return {
-        "alignment": metrics.alignment(_embed(model, a), _embed(model, b), alpha=2),
-        "uniformity": metrics.uniformity(_embed(model, sentences), t=2),
-    }
-
-
-def finetune(
-    loss_name: str, sentences: list[str], *, steps: int, batch: int, track_every: int, track: Any, seed: int = 0,
-    lr: float = 3e-5, progress: bool = True, start: dict[str, float] | None = None,
-) -> tuple[TextEncoder, list[dict[str, float]]]:  # fmt: skip
-    """``start``: the tracked quantities of the pretrained weights, where the caller has measured them already."""
-    model = TextEncoder(max_length=32)
-    loss_fn = create_loss(loss_name, **LOSSES[loss_name])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(seed))
-    history = [{"step": 0, **(start if start is not None else track(model))}]
-    model.train()
-    began = time.perf_counter()
-    for step in range(1, steps + 1):
-        torch.manual_seed(seed * 100_003 + step)  # the dropout masks of this step
-        index = order[((step - 1) * batch) % len(sentences) :][:batch]
-        chosen = [sentences[i] for i in index.tolist()]
-        z = torch.nn.functional.normalize(model(chosen + chosen), dim=1)
-        loss = loss_fn(z[: len(chosen)], z[len(chosen) :])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % track_every == 0 or step == steps:
-            history.append({"step": step, "loss": loss.item(), **track(model)})
-            rate = step / (time.perf_counter() - began)
-            log(f"    {loss_name} step {step}/{steps}  loss {loss.item():.4f}  {rate:.2f} step/s  "
-                f"eta {(steps - step) / rate:.0f}s", progress)  # fmt: skip
-    return model, history
 
 
 def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str, Any]:
     report = Report(out, "Language: SimCSE with InfoNCE vs align-uniform, all-MiniLM-L6-v2 on Wikipedia sentences")
-    tiny = budget < 0.2
-    steps, batch = scaled(150, budget, 2), 64 if not tiny else 8
-    track_every = max(1, steps // 10)
-    sentences = D.wiki_sentences()
-    sets = {f"{n}-{s}" if n == "stsb" else n: D.sts(n, s) for n, s in STS_SETS}
-    if tiny:  # the tests: a few pairs per set
-        sets = {k: D.SentencePairs(v.a[:40], v.b[:40], v.scores[:40]) for k, v in sets.items()}
-    dev = sets["stsb-dev"]
-    tracked = list(dict.fromkeys(dev.a + dev.b))
-    track_sentences = tracked[: 1000 if not tiny else 60]
-
-    positive = (dev.scores > 4).tolist()
-    positive_a = [s for s, p in zip(dev.a, positive) if p]
-    positive_b = [s for s, p in zip(dev.b, positive) if p]
-
-    def track(model: TextEncoder) -> dict[str, float]:
-        return _track(model, positive_a, positive_b, track_sentences)
-
+    first = _recipe("info_nce", budget)
+    steps, batch, track_every = first.train.max_steps, first.data.batch_size, first.train.heldout_every
     log("  evaluating the pretrained encoder on STS", progress)
-    pretrained = TextEncoder(max_length=32)
-    start = track(pretrained)  # every fine-tune begins from these weights: step 0 of each history
-    runs: dict[str, Any] = {"pretrained": {"sts": _sts(pretrained, sets), **start}}
-    del pretrained
+    task, pretrained, _ = build(first, torch.device("cpu"))
+    results = task.evaluate(pretrained)[0]
+    runs: dict[str, Any] = {"pretrained": {"sts": _sts(results), **results["heldout"]}}
+    del task, pretrained
     for name in LOSSES:
         log(f"  fine-tuning with {name}: {steps} steps of {batch} sentences", progress)
-        model, history = finetune(name, sentences, steps=steps, batch=batch, track_every=track_every, track=track,
-                                  progress=progress, start=start)  # fmt: skip
-        runs[name] = {"sts": _sts(model, sets), "history": history}
-        del model
+        with tempfile.TemporaryDirectory() as folder:
+            result = train(_recipe(name, budget), folder, progress=progress)
+        history = [{k: r[k] for k in ("step", "loss", "alignment", "uniformity") if k in r} for r in result["log"]]
+        runs[name] = {"sts": _sts(result["task"].evaluate(result["model"])[0]), "history": history}
+        del result
+    n_pairs = first.train.heldout_samples
     report.text(
         __doc__.split("\n\n", 1)[1].strip(),
         f"Setting: {steps} steps, batch {batch} sentences (each twice), AdamW lr 3e-5, max 32 tokens, mean "
-        f"pooling (MiniLM's own), seed 0. Alignment/uniformity are tracked every {track_every} steps on "
-        f"{len(positive_a)} positive STS-B dev pairs and {len(track_sentences)} dev sentences. "
+        f"pooling (MiniLM's own), seed 0; recipe `simcse-wiki` on the one training loop. Alignment/uniformity are "
+        f"measured every {track_every} steps on the first {n_pairs} STS-B dev pairs: alignment of those with gold "
+        "score above 4, uniformity of all their sentences. "
         "SimCSE trained BERT-base for 1 epoch of 1M sentences with batch 64 (15,625 steps); this is a reduced scale.",
     )
     names = list(runs["pretrained"]["sts"])
     report.table(["encoder", *names], [[k, *(r["sts"][n] for n in names)] for k, r in runs.items()])
     rows = [["pretrained", 0, runs["pretrained"]["alignment"], runs["pretrained"]["uniformity"]]]
-    rows += [[k, r["history"][-1]["step"], r["history"][-1]["alignment"], r["history"][-1]["uniformity"]]
-             for k, r in runs.items() if k != "pretrained"]  # fmt: skip
+    rows += [
+        [k, r["history"][-1]["step"], r["history"][-1]["alignment"], r["history"][-1]["uniformity"]]
+        for k, r in runs.items()
+        if k != "pretrained"
+    ]
     report.table(["encoder", "steps", "alignment (dev pairs > 4)", "uniformity (dev)"], rows)
     try:
-        report.figure(_plot(runs, report.folder / "language_align_uniform.png"),
-                      "Alignment and uniformity over fine-tuning (SimCSE Figure 2 style); lower is better for both")  # fmt: skip
+        report.figure(
+            viz.plot_paths(
+                {k: r["history"] for k, r in runs.items() if k != "pretrained"},
+                report.folder / "language_align_uniform.png",
+                start=runs["pretrained"],
+            ),
+            "Alignment and uniformity over fine-tuning (SimCSE Figure 2 style); lower is better for both",
+        )
     except ImportError:
         pass
     return report.save({"experiment": "language", "budget": budget, "steps": steps, "batch": batch, "runs": runs})
-
-
-def _plot(runs: dict[str, Any], path: Path) -> Path:
-    from ..viz import _pyplot, _save
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for name, r in runs.items():
-        if name == "pretrained":
-            continue
-        h = r["history"]
-        ax.plot([p["uniformity"] for p in h], [p["alignment"] for p in h], marker="o", ms=3, label=name)
-        ax.annotate(f"{h[-1]['step']}", (h[-1]["uniformity"], h[-1]["alignment"]), fontsize=7)
-    ax.scatter([runs["pretrained"]["uniformity"]], [runs["pretrained"]["alignment"]], marker="*", s=120, color="k",
-               label="pretrained (start)", zorder=3)  # fmt: skip
-    ax.set_xlabel("uniformity")
-    ax.set_ylabel("alignment")
-    ax.legend(fontsize=8, frameon=False)
-    return _save(fig, path, plt)

@@ -6,8 +6,8 @@ only the loss differs: NT-Xent over a range of temperatures, and the paper's ali
 t and the ratio of the two weights (including alignment alone and uniformity alone). For each encoder: alignment
 (alpha = 2) of two augmented views and uniformity (t = 2) of one view, on the first 2,000 test images and of the
 L2-normalised output the loss sees, and the accuracy on all 10,000 test images of a linear probe and of a weighted
-kNN (k = 200) trained on frozen encoder features of the training images. Spearman rank correlations then say how well each quantity, and
-their sum, orders the encoders by accuracy (Wang & Isola, Figure 5 and Table 1).
+kNN (k = 200) trained on frozen encoder features of the training images. Spearman rank correlations then say how
+well each quantity, and their sum, orders the encoders by accuracy (Wang & Isola, Figure 5 and Table 1).
 
 Four further encoders with 2-d outputs show features on the circle (Figure 3): untrained, supervised (SupCon on
 the labels), NT-Xent and align-uniform.
@@ -25,58 +25,98 @@ import torch
 
 from .. import viz
 from ..evaluation import spearman
-from ..train.recipes import get_recipe
 from ..train import build, train
+from ..train.config import LossConfig, Recipe, updated
+from ..train.recipes import get_recipe
 from .common import Report, log, scaled
 
 # (label, loss, arguments, family); the trade-off sweep varies align_weight with uniform_weight = 1
 SWEEP: list[tuple[str, str, dict[str, Any], str]] = [
-    *[(f"nt_xent tau={tau:g}", "nt_xent", {"temperature": tau}, "contrastive") for tau in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0)],
-    *[(f"au alpha=2 t=2 w={w:g}", "align_uniform", {"alpha": 2, "t": 2, "align_weight": w, "uniform_weight": 1}, "ratio")
-      for w in (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)],
+    *[
+        (f"nt_xent tau={tau:g}", "nt_xent", {"temperature": tau}, "contrastive")
+        for tau in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0)
+    ],
+    *[
+        (
+            f"au alpha=2 t=2 w={w:g}",
+            "align_uniform",
+            {"alpha": 2, "t": 2, "align_weight": w, "uniform_weight": 1},
+            "ratio",
+        )
+        for w in (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    ],
     ("au uniformity only", "align_uniform", {"alpha": 2, "t": 2, "align_weight": 0, "uniform_weight": 1}, "ratio"),
     ("au alignment only", "align_uniform", {"alpha": 2, "t": 2, "align_weight": 1, "uniform_weight": 0}, "ratio"),
-    *[(f"au alpha={a} t={t}", "align_uniform", {"alpha": a, "t": t}, "alpha-t") for a in (1, 2) for t in (1, 3, 5)
-      if (a, t) != (2, 2)],
+    *[
+        (f"au alpha={a} t={t}", "align_uniform", {"alpha": a, "t": t}, "alpha-t")
+        for a in (1, 2)
+        for t in (1, 3, 5)
+        if (a, t) != (2, 2)
+    ],
     ("au alpha=1 t=2", "align_uniform", {"alpha": 1, "t": 2}, "alpha-t"),
-]  # fmt: skip
+]
 
 
-def _base(budget: float, tiny: bool) -> list[str]:
+Changes = dict[str, Any]  # dotted recipe field -> typed value (see contrasphere.train.config.updated)
+
+
+def _base(budget: float, tiny: bool) -> Changes:
+    """The changes to ``cifar10-align-uniform`` that every encoder of the sweep shares."""
     # budget 1: all 50,000 training images, 2 epochs (about 80 s per encoder on 2 cores); larger budgets add epochs
-    samples = 64 if tiny else scaled(50000, min(budget, 1.0), 1000)
-    epochs = 1 if tiny else max(1, round(2 * budget))
-    return [
-        "model.widths=[16,32,64]", "model.head_hidden=256", f"data.train_samples={samples}",
-        f"data.test_samples={48 if tiny else 0}", f"data.batch_size={16 if tiny else 256}", f"train.epochs={epochs}",
-        f"train.max_steps={2 if tiny else 0}", "train.precision=bf16", "optim.lr=0.4", "optim.warmup_steps=10",
-        f"train.heldout_samples={48 if tiny else 2000}", "eval.plots=false", f"eval.probe_epochs={5 if tiny else 50}",
-    ]  # fmt: skip
+    return {
+        "model.widths": (16, 32, 64),
+        "model.head_hidden": 256,
+        "data.train_samples": 64 if tiny else scaled(50000, min(budget, 1.0), 1000),
+        "data.test_samples": 48 if tiny else 0,
+        "data.batch_size": 16 if tiny else 256,
+        "train.epochs": 1 if tiny else max(1, round(2 * budget)),
+        "train.max_steps": 2 if tiny else 0,
+        "train.precision": "bf16",
+        "optim.lr": 0.4,
+        "optim.warmup_steps": 10,
+        "train.heldout_samples": 48 if tiny else 2000,
+        "eval.plots": False,
+        "eval.probe_epochs": 5 if tiny else 50,
+    }
 
 
-def _one(
-    label: str, loss: str, args: dict[str, Any], base: list[str], extra: list[str] | None = None
-) -> dict[str, Any]:
-    overrides = [f"loss.name={loss}", *base, *[f"loss.args.{k}={v}" for k, v in args.items()], *(extra or [])]
-    recipe = get_recipe("cifar10-align-uniform", overrides=overrides)
+def _recipe(
+    base: Changes, loss: str | None = None, args: dict[str, Any] | None = None, extra: Changes | None = None
+) -> Recipe:
+    """``cifar10-align-uniform`` with the shared changes, another loss (from its defaults) and ``extra`` ones."""
+    changes = {**base, **(extra or {})}
+    if loss is not None:
+        changes["loss"] = LossConfig(loss, dict(args or {}))
+    return updated(get_recipe("cifar10-align-uniform"), changes)
+
+
+def _one(label: str, loss: str, args: dict[str, Any], base: Changes, extra: Changes | None = None) -> dict[str, Any]:
+    recipe = _recipe(base, loss, args, extra)
     with tempfile.TemporaryDirectory() as folder:
         result = train(recipe, folder, progress=False)
     results, tensors = result["task"].evaluate(result["model"])
     return {
-        "label": label, "loss": loss, "args": args, "overrides": overrides, "steps": result["step"],
+        "label": label,
+        "loss": loss,
+        "args": args,
+        "changes": extra or {},
+        "steps": result["step"],
         **_summary(results, tensors),
-        "output_linear_accuracy": results["output"]["linear_probe"]["test_accuracy"], "log": result["log"],
-    }  # fmt: skip
+        "output_linear_accuracy": results["output"]["linear_probe"]["test_accuracy"],
+        "log": result["log"],
+    }
 
 
 def _summary(results: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """What the report needs of one evaluation; ``_``-keys hold the 2-d test features for the circle figure."""
     return {
-        "alignment": results["heldout"]["alignment"], "uniformity": results["heldout"]["uniformity"],
+        "alignment": results["heldout"]["alignment"],
+        "uniformity": results["heldout"]["uniformity"],
         "linear_accuracy": results["encoder"]["linear_probe"]["test_accuracy"],
         "knn_accuracy": results["encoder"]["knn_accuracy"],
-        "_z": tensors.get("test_z"), "_y": tensors.get("test_labels"),
-    }  # fmt: skip
+        "_z": tensors.get("test_z"),
+        "_y": tensors.get("test_labels"),
+    }
 
 
 def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str, Any]:
@@ -92,29 +132,37 @@ def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str
         r = _one(label, loss, args, base)
         r["family"] = family
         runs.append(r)
-        log(f"      alignment {r['alignment']:.3f}  uniformity {r['uniformity']:.3f}  linear {100 * r['linear_accuracy']:.1f}%"
-            f"  kNN {100 * r['knn_accuracy']:.1f}%", progress)  # fmt: skip
+        log(
+            f"      alignment {r['alignment']:.3f}  uniformity {r['uniformity']:.3f}"
+            f"  linear {100 * r['linear_accuracy']:.1f}%  kNN {100 * r['knn_accuracy']:.1f}%",
+            progress,
+        )
     # the circle encoders: 2-d outputs
     circle = []
-    two_d = ["model.out_dim=2"]
-    for label, loss, args in [("untrained", "align_uniform", {}), ("supervised (SupCon)", "supcon", {"temperature": 0.1}),
-                              ("NT-Xent", "nt_xent", {"temperature": 0.5}), ("align-uniform", "align_uniform", {"alpha": 2, "t": 2})]:  # fmt: skip
+    circle_losses: list[tuple[str, str, dict[str, Any]]] = [
+        ("untrained", "align_uniform", {}),
+        ("supervised (SupCon)", "supcon", {"temperature": 0.1}),
+        ("NT-Xent", "nt_xent", {"temperature": 0.5}),
+        ("align-uniform", "align_uniform", {"alpha": 2, "t": 2}),
+    ]
+    for label, loss, args in circle_losses:
         log(f"  circle: {label}", progress)
         if label == "untrained":
-            recipe = get_recipe("cifar10-align-uniform", overrides=[*base, *two_d])
-            task, model, _ = build(recipe, torch.device("cpu"))
+            task, model, _ = build(_recipe(base, extra={"model.out_dim": 2}), torch.device("cpu"))
             r = {"label": label, **_summary(*task.evaluate(model))}
         else:
-            r = _one(label, loss, args, base, two_d)
+            r = _one(label, loss, args, base, {"model.out_dim": 2})
         circle.append(r)
     return _write(report, runs, circle, base, budget)
 
 
-def _write(report: Report, runs: list[dict[str, Any]], circle: list[dict[str, Any]], base: list[str], budget: float):
+def _write(
+    report: Report, runs: list[dict[str, Any]], circle: list[dict[str, Any]], base: Changes, budget: float
+) -> dict[str, Any]:
     steps = runs[0]["steps"]
     report.text(
         __doc__.split("\n\n", 1)[1].strip(),
-        f"Scale: {len(runs)} encoders, each {steps} steps ({' '.join(f'`{o}`' for o in base)}; recipe "
+        f"Scale: {len(runs)} encoders, each {steps} steps ({' '.join(f'`{k}={v}`' for k, v in base.items())}; recipe "
         "`cifar10-align-uniform`, SGD momentum 0.9, cosine schedule). The paper trained each encoder for 200 "
         "epochs of STL-10 / ImageNet-100 on GPUs; this sweep is far shorter, so accuracies are low in absolute "
         "terms and the comparison is between encoders trained equally briefly.",
@@ -136,8 +184,10 @@ def _write(report: Report, runs: list[dict[str, Any]], circle: list[dict[str, An
                 "uniformity": -spearman([r["uniformity"] for r in runs], acc),
                 "alignment + uniformity": -spearman([r["alignment"] + r["uniformity"] for r in runs], acc),
             }
-        report.text("Rank correlation (Spearman) of accuracy with *minus* each quantity (positive: lower alignment / "
-                    "uniformity goes with higher accuracy, as the paper finds):")  # fmt: skip
+        report.text(
+            "Rank correlation (Spearman) of accuracy with *minus* each quantity (positive: lower alignment / "
+            "uniformity goes with higher accuracy, as the paper finds):"
+        )
         report.table(
             ["accuracy", "-alignment", "-uniformity", "-(alignment + uniformity)"],
             [[m, *c.values()] for m, c in correlations.items()],
@@ -149,78 +199,75 @@ def _write(report: Report, runs: list[dict[str, Any]], circle: list[dict[str, An
             best[name] = max(members, key=lambda r: r["linear_accuracy"])
     if best:
         report.text("Best of each family (by linear accuracy):")
-        report.table(["family", "encoder", "linear acc. (%)", "kNN acc. (%)", "alignment", "uniformity"],
-                     [[k, r["label"], 100 * r["linear_accuracy"], 100 * r["knn_accuracy"], r["alignment"], r["uniformity"]]
-                      for k, r in best.items()])  # fmt: skip
+        report.table(
+            ["family", "encoder", "linear acc. (%)", "kNN acc. (%)", "alignment", "uniformity"],
+            [
+                [k, r["label"], 100 * r["linear_accuracy"], 100 * r["knn_accuracy"], r["alignment"], r["uniformity"]]
+                for k, r in best.items()
+            ],
+        )
     ratio = sorted([r for r in runs if r["family"] == "ratio"], key=lambda r: _ratio(r))
     try:
-        report.figure(viz.plot_align_uniform([{**r, "accuracy": 100 * r["linear_accuracy"]} for r in runs],
-                                             report.folder / "vision_align_uniform.png", title="CIFAR-10 encoders"),
-                      "Held-out alignment vs uniformity, coloured by linear accuracy (%)")  # fmt: skip
+        report.figure(
+            viz.plot_align_uniform(
+                [{**r, "accuracy": 100 * r["linear_accuracy"]} for r in runs],
+                report.folder / "vision_align_uniform.png",
+                title="CIFAR-10 encoders",
+            ),
+            "Held-out alignment vs uniformity, coloured by linear accuracy (%)",
+        )
         if len(ratio) >= 2:
-            report.figure(_plot_ratio(ratio, report.folder / "vision_tradeoff.png"),
-                          "Accuracy against the ratio of alignment to uniformity weight")  # fmt: skip
-        report.figure(_plot_circles(circle, report.folder / "vision_circle.png"),
-                      "CIFAR-10 test features on S^1 (2-d outputs) and the vMF KDE of their angles, kappa = 25")  # fmt: skip
+            finite = [r for r in ratio if 0 < _ratio(r) < math.inf]
+            report.figure(
+                viz.plot_sweep(
+                    [_ratio(r) for r in finite],
+                    {
+                        "linear": [100 * r["linear_accuracy"] for r in finite],
+                        "kNN": [100 * r["knn_accuracy"] for r in finite],
+                    },
+                    report.folder / "vision_tradeoff.png",
+                    xlabel="align_weight / uniform_weight (alpha = 2, t = 2)",
+                    ylabel="accuracy (%)",
+                    baselines={
+                        r["label"].replace("au ", ""): 100 * r["linear_accuracy"] for r in ratio if r not in finite
+                    },
+                    log_x=True,
+                ),
+                "Accuracy against the ratio of alignment to uniformity weight",
+            )
+        panels = [
+            {"z": r["_z"], "labels": r["_y"], "title": f"{r['label']}\nlinear {100 * r['linear_accuracy']:.1f}%"}
+            for r in circle
+        ]
+        report.figure(
+            viz.plot_circles(panels, report.folder / "vision_circle.png"),
+            "CIFAR-10 test features on S^1 (2-d outputs) and the vMF KDE of their angles, kappa = 25",
+        )
     except ImportError:
         pass
     report.text("2-d encoders (features on the circle):")
-    report.table(["encoder", "alignment", "uniformity", "linear acc. (%)", "kNN acc. (%)"],
-                 [[r["label"], r["alignment"], r["uniformity"], 100 * r["linear_accuracy"], 100 * r["knn_accuracy"]]
-                  for r in circle])  # fmt: skip
+    report.table(
+        ["encoder", "alignment", "uniformity", "linear acc. (%)", "kNN acc. (%)"],
+        [
+            [r["label"], r["alignment"], r["uniformity"], 100 * r["linear_accuracy"], 100 * r["knn_accuracy"]]
+            for r in circle
+        ],
+    )
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
     clean_circle = [{k: v for k, v in r.items() if not k.startswith("_")} for r in circle]
-    return report.save({"experiment": "vision", "budget": budget, "base_overrides": base, "runs": clean,
-                        "circle": clean_circle, "correlations": correlations,
-                        "best": {k: r["label"] for k, r in best.items()}})  # fmt: skip
+    return report.save(
+        {
+            "experiment": "vision",
+            "budget": budget,
+            "base_changes": base,
+            "runs": clean,
+            "circle": clean_circle,
+            "correlations": correlations,
+            "best": {k: r["label"] for k, r in best.items()},
+        }
+    )
 
 
 def _ratio(r: dict[str, Any]) -> float:
     a, u = r["args"]["align_weight"], r["args"]["uniform_weight"]
     return math.inf if u == 0 else a / u
-
-
-def _plot_ratio(ratio: list[dict[str, Any]], path: Path) -> Path:
-    plt = viz._pyplot()
-    finite = [r for r in ratio if 0 < _ratio(r) < math.inf]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([_ratio(r) for r in finite], [100 * r["linear_accuracy"] for r in finite], marker="o", label="linear")
-    ax.plot([_ratio(r) for r in finite], [100 * r["knn_accuracy"] for r in finite], marker="s", label="kNN")
-    for r in ratio:
-        if r not in finite:
-            ax.axhline(100 * r["linear_accuracy"], ls="--", lw=1, color="0.5")
-            ax.annotate(
-                r["label"].replace("au ", ""),
-                (ax.get_xlim()[0] if finite else 0, 100 * r["linear_accuracy"]),
-                fontsize=7,
-            )
-    ax.set_xscale("log")
-    ax.set_xlabel("align_weight / uniform_weight (alpha = 2, t = 2)")
-    ax.set_ylabel("accuracy (%)")
-    ax.legend(frameon=False, fontsize=8)
-    return viz._save(fig, path, plt)
-
-
-def _plot_circles(circle: list[dict[str, Any]], path: Path) -> Path:
-    plt = viz._pyplot()
-    fig, axes = plt.subplots(2, len(circle), figsize=(3.2 * len(circle), 6))
-    grid = np.linspace(-math.pi, math.pi, 361)
-    colours = plt.get_cmap("tab10")
-    for col, r in enumerate(circle):
-        theta = viz.angles_of(r["_z"])
-        labels = r["_y"].numpy()
-        ax = axes[0, col]
-        for c in np.unique(labels):
-            keep = labels == c
-            ax.scatter(np.cos(theta[keep]), np.sin(theta[keep]), s=1, alpha=0.3, color=colours(int(c)))
-        ax.set_aspect("equal")
-        ax.axis("off")
-        ax.set_title(f"{r['label']}\nlinear {100 * r['linear_accuracy']:.1f}%", fontsize=9)
-        ax = axes[1, col]
-        ax.plot(grid, viz.vmf_density(theta, grid, kappa=25), color="k", lw=2)
-        for c in np.unique(labels):
-            ax.plot(grid, viz.vmf_density(theta[labels == c], grid, kappa=25), lw=0.8, color=colours(int(c)))
-        ax.axhline(1 / (2 * math.pi), color="0.6", ls="--", lw=1)
-        ax.set_xlim(-math.pi, math.pi)
-        ax.set_xlabel("angle")
-    return viz._save(fig, path, plt)

@@ -1,35 +1,39 @@
-"""Recipes: typed training configurations, every field stated, overridable with ``--set key=value``.
+"""Recipes: typed training configurations, every field stated once, overridable with ``--set key=value``.
 
-A :class:`Recipe` is a tree of dataclasses (data, augment, model, loss, optim, train, eval). Each registered recipe
-is a function returning a fully populated recipe; its ``tiny`` preset shrinks it to a few steps on a few samples
-(what the tests run end to end). Overrides use dotted keys and are parsed by the field's type::
+A :class:`Recipe` is a tree of dataclasses (data, augment, model, loss, optim, train, eval). Every choice among
+fixed values is a ``Literal`` type and is checked from the type (:func:`validate`), so the allowed values are
+written once, in the annotation. Programs change a recipe with :func:`dataclasses.replace`; strings are parsed
+only for the command line, by the field's type::
 
     contrasphere train cifar10-align-uniform --set optim.lr=0.1 --set train.epochs=20 --set loss.args.t=3
 
 ``loss.args`` holds the loss's keyword arguments, checked against the loss's constructor; setting another
-``loss.name`` starts from the new loss's defaults. Unknown keys are
-rejected with the closest matches. The recipe is saved as JSON beside every checkpoint and read back by
-``contrasphere eval`` and ``--resume``.
+``loss.name`` starts from the new loss's defaults. Unknown keys are rejected with the closest matches. The recipe
+is saved as JSON beside every checkpoint and read back (:meth:`Recipe.from_dict`, no strings involved) by
+``contrasphere eval`` and ``--resume``. The catalogue of named recipes is :mod:`contrasphere.train.recipes`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import json
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .augment import AugmentConfig
+
+Dataset = Literal[
+    "digits", "cifar10", "torchvision-cifar10", "torchvision-stl10", "image-folder", "wiki1m", "text-lines", "flickr8k"
+]
+Encoder = Literal["small_alexnet", "small_convnet", "resnet18_cifar", "minilm", "efficientnet_lite0"]
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # see `contrasphere list datasets`
+    dataset: Dataset = "digits"  # see `contrasphere list datasets`
     root: str = ""  # folder (or file) of the data; empty: the standard places
     download: bool = False  # torchvision datasets only
     batch_size: int = 256  # global batch (over all processes and accumulation steps)
@@ -41,15 +45,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: str = "small_convnet"  # see contrasphere.models.ENCODERS
-    widths: tuple[int, ...] = (32, 64, 128)  # small_convnet stage widths
+    encoder: Encoder = "small_convnet"  # see contrasphere.train.models.ENCODERS
+    widths: tuple[int, ...] = (32, 64, 128)  # stage widths (small_convnet only)
     pretrained: str = ""  # text encoder: local model folder; empty: the packaged all-MiniLM-L6-v2
-    pooling: str = "mean"  # text encoder pooling: mean or cls
+    pooling: Literal["mean", "cls"] = "mean"  # text encoder pooling
     freeze_encoder: bool = False
-    head: str = "mlp"  # mlp, linear or none
+    head: Literal["mlp", "linear", "none"] = "mlp"
     head_hidden: int = 512
     out_dim: int = 128  # embedding dimension on the sphere
-    text_encoder: str = "minilm"  # image-text: the text tower (trained)
+    text_encoder: Literal["minilm"] = "minilm"  # image-text: the text tower (trained)
     freeze_text_encoder: bool = False
 
 
@@ -57,16 +61,16 @@ class ModelConfig:
 class LossConfig:
     name: str = "align_uniform"  # see `contrasphere list losses`
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the loss
-    block_size: int = 0  # tile size of the pairwise engine; 0: automatic
+    block_size: int | None = None  # the engine's tiles, as in the library: None automatic, 0 dense, n tiles
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd, adam or adamw
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine, step or constant (per step, after warmup)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"  # per step, after warmup
     warmup_steps: int = 0
     milestones: tuple[float, ...] = ()  # step schedule: fractions of training where lr is multiplied by gamma
     gamma: float = 0.1
@@ -77,11 +81,12 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int = 0  # stop after this many optimiser steps; 0: epochs decide
     accumulate: int = 1  # micro-batches per optimiser step (gradient accumulation)
-    precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + loss scaling, CUDA)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast; fp16: autocast + loss scaling (CUDA)
     seed: int = 0
     device: str = "auto"  # auto (cuda when available), cpu, cuda
     checkpoint_every: int = 0  # steps between checkpoints; 0: at the end of every epoch
     heldout_samples: int = 1000  # held-out images/sentences for alignment and uniformity each epoch
+    heldout_every: int = 0  # also measure them every this many steps within an epoch; 0: at epoch ends only
     log_every: int = 10  # steps between progress lines when tqdm is not installed
     threads: int = 0  # torch CPU threads; 0: PyTorch's default
 
@@ -91,7 +96,7 @@ class EvalConfig:
     knn_k: int = 200
     knn_temperature: float = 0.07
     linear_probe: bool = True
-    probe_protocol: str = "fast"  # fast (Adam, standardised features) or paper (Wang & Isola's schedule)
+    probe_protocol: Literal["fast", "paper"] = "fast"  # fast: Adam, standardised features; paper: Wang & Isola's
     probe_epochs: int = 100
     sts_sets: tuple[str, ...] = ("stsb",)  # text: STS sets to evaluate (stsb, sts12..sts16, sickr)
     plots: bool = True
@@ -101,7 +106,7 @@ class EvalConfig:
 class Recipe:
     name: str = "digits"
     description: str = ""
-    task: str = "views"  # views (two augmented views), text (SimCSE dropout views) or image_text (pairs)
+    task: Literal["views", "text", "image_text"] = "views"  # two augmented views, SimCSE dropout views, pairs
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -118,24 +123,54 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        recipe = cls()
-        apply_overrides(recipe, _flatten(d))
+        """The recipe that :meth:`to_dict` wrote (JSON lists become tuples); unknown keys and bad values raise."""
+        recipe = _from_dict(cls, d, "")
+        validate(recipe)
         return recipe
 
 
-TASKS = ("views", "text", "image_text")
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
+def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'recipe'} must be a JSON object, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown recipe key(s) {', '.join(prefix + k for k in unknown)}")
+    values = {}
     for key, value in d.items():
-        if isinstance(value, dict) and key != "args":
-            out += _flatten(value, f"{prefix}{key}.")
-        elif key == "args":
-            out += [f"{prefix}args.{k}={json.dumps(v)}" for k, v in value.items()]
+        kind = hints[key]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            values[key] = _from_dict(kind, value, f"{prefix}{key}.")
         else:
-            out.append(f"{prefix}{key}={json.dumps(value)}")
-    return out
+            values[key] = _coerce(value, kind, prefix + key)
+    return cls(**values)
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """``value`` (from JSON) as the field type ``kind``: tuples from lists, floats from ints; else an error."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):  # a whole sub-config
+        return value if isinstance(value, kind) else _from_dict(kind, value, f"{key}.")
+    if isinstance(kind, types.UnionType) or origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key) if len(inner) == 1 else value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, key) for v in value)
+    if origin is dict and isinstance(value, dict):
+        return dict(value)
+    if origin is Literal and value in args:
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, str, bool) and type(value) is kind:
+        return value
+    if kind is Any:
+        return value
+    raise ValueError(f"{key}={value!r} is not a valid {getattr(kind, '__name__', kind)}")
 
 
 def all_keys(obj: Any = None, prefix: str = "") -> list[str]:
@@ -152,8 +187,21 @@ def all_keys(obj: Any = None, prefix: str = "") -> list[str]:
 
 
 def _parse(text: str, kind: Any, key: str) -> Any:
-    origin = typing.get_origin(kind)
+    """A command-line string as the field type ``kind`` (``none``/``null`` for an optional field's None)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or origin is typing.Union:
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _parse(text, inner[0], key)
+        return json.loads(text)
     try:
+        if origin is Literal:
+            value = json.loads(text) if text.startswith('"') else text
+            if value in args:
+                return value
+            raise ValueError
         if kind is bool:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -171,16 +219,18 @@ def _parse(text: str, kind: Any, key: str) -> Any:
             value = json.loads(text) if text.startswith('"') else text
             return str(value)
         if origin is tuple:
-            args = typing.get_args(kind)
             items = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
-            item_kind = args[0]
             if (len(args) != 2 or args[1] is not Ellipsis) and len(items) != len(args):  # fixed length
                 raise ValueError
-            return tuple(_parse(json.dumps(i) if not isinstance(i, str) else i, item_kind, key) for i in items)
+            return tuple(_parse(json.dumps(i) if not isinstance(i, str) else i, args[0], key) for i in items)
+        if origin is dict:
+            return json.loads(text)
     except (ValueError, json.JSONDecodeError):
         pass
     else:
         raise TypeError(f"cannot set {key}: unsupported type {kind}")
+    if origin is Literal:
+        raise ValueError(f"{key} must be one of {', '.join(map(str, args))}, got {text!r}")
     name = getattr(kind, "__name__", str(kind))
     raise ValueError(f"{key}={text!r} is not a valid {name}")
 
@@ -189,36 +239,36 @@ def _loss_arguments(name: str) -> list[str]:
     from ..losses import loss_spec
 
     try:
-        factory = loss_spec(name).cls
-    except (KeyError, AttributeError):
+        return list(loss_spec(name).hyperparameters)
+    except KeyError:
         return []
-    params = inspect.signature(factory).parameters
-    return [p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p != "self"]
+
+
+def _set_loss_argument(recipe: Recipe, argument: str, text: str) -> None:
+    known = _loss_arguments(recipe.loss.name)
+    if known and argument not in known:
+        close = difflib.get_close_matches(argument, known, n=3)
+        hint = f"; did you mean {', '.join('loss.args.' + c for c in close)}?" if close else ""
+        raise ValueError(
+            f"loss {recipe.loss.name!r} has no argument {argument!r}{hint} (its arguments: {', '.join(known)})"
+        )
+    try:
+        recipe.loss.args[argument] = json.loads(text)
+    except json.JSONDecodeError:
+        recipe.loss.args[argument] = text
 
 
 def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
-    """Apply ``key=value`` strings to ``recipe`` in place; unknown keys and bad values raise ``ValueError``."""
-    hints_cache: dict[type, dict[str, Any]] = {}
+    """Apply command-line ``key=value`` strings to ``recipe`` in place; unknown keys and bad values raise."""
     # a loss's arguments belong to that loss: a new loss.name is applied first and starts from no arguments
     overrides = sorted(overrides, key=lambda item: not item.replace(" ", "").startswith("loss.name="))
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
-        key, text = item.split("=", 1)
-        key, text = key.strip(), text.strip()
+        key, text = (part.strip() for part in item.split("=", 1))
         parts = key.split(".")
         if parts[:2] == ["loss", "args"] and len(parts) == 3:
-            known = _loss_arguments(recipe.loss.name)
-            if known and parts[2] not in known:
-                close = difflib.get_close_matches(parts[2], known, n=3)
-                hint = f"; did you mean {', '.join('loss.args.' + c for c in close)}?" if close else ""
-                raise ValueError(
-                    f"loss {recipe.loss.name!r} has no argument {parts[2]!r}{hint} (its arguments: {', '.join(known)})"
-                )
-            try:
-                recipe.loss.args[parts[2]] = json.loads(text)
-            except json.JSONDecodeError:
-                recipe.loss.args[parts[2]] = text
+            _set_loss_argument(recipe, parts[2], text)
             continue
         target: Any = recipe
         for part in parts[:-1]:
@@ -227,14 +277,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
             close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"unknown recipe key {key!r}{hint} (see `contrasphere train RECIPE --show`)")
-        cls = type(target)
-        if cls not in hints_cache:
-            hints_cache[cls] = typing.get_type_hints(cls)
-        kind = hints_cache[cls][parts[-1]]
-        if typing.get_origin(kind) is dict or isinstance(kind, types.UnionType):
-            value = json.loads(text)
-        else:
-            value = _parse(text, kind, key)
+        value = _parse(text, typing.get_type_hints(type(target))[parts[-1]], key)
         if key == "loss.name" and value != recipe.loss.name:
             recipe.loss.args = {}
         setattr(target, parts[-1], value)
@@ -242,16 +285,44 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
     return recipe
 
 
+def _check_choices(obj: Any, prefix: str = "") -> None:
+    """Every ``Literal``-typed field of the recipe tree holds one of its choices."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, kind = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, f"{prefix}{f.name}.")
+        elif typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
+            allowed = ", ".join(map(str, typing.get_args(kind)))
+            raise ValueError(f"{prefix}{f.name} must be one of {allowed}, got {value!r}")
+
+
+def _check_encoder_options(model: ModelConfig, task: str) -> None:
+    """An encoder option set away from its default must be one the chosen encoder(s) read."""
+    from .models import ENCODER_OPTIONS
+
+    encoders = [model.encoder] + ([model.text_encoder] if task == "image_text" else [])
+    used = {option for encoder in encoders for option in ENCODER_OPTIONS[encoder]}
+    default = ModelConfig()
+    for option in sorted({o for options in ENCODER_OPTIONS.values() for o in options} - used):
+        if getattr(model, option) != getattr(default, option):
+            readers = [e for e, options in ENCODER_OPTIONS.items() if option in options]
+            raise ValueError(
+                f"model.{option} has no effect on encoder {' and '.join(encoders)} (only {', '.join(readers)} "
+                f"read it); remove the setting or pick one of those encoders"
+            )
+
+
 def validate(recipe: Recipe) -> None:
     """Reject values no run could use, with what to do instead."""
     from ..losses import list_losses
 
-    if recipe.task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {recipe.task!r}")
+    _check_choices(recipe)
     if recipe.loss.name not in list_losses():
         close = difflib.get_close_matches(recipe.loss.name, list_losses(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"unknown loss {recipe.loss.name!r}{hint}; see `contrasphere list losses`")
+    _check_encoder_options(recipe.model, recipe.task)
     checks = [
         (recipe.data.batch_size >= 2, "data.batch_size must be at least 2 (contrastive losses compare samples)"),
         (recipe.train.accumulate >= 1, "train.accumulate must be at least 1"),
@@ -259,14 +330,37 @@ def validate(recipe: Recipe) -> None:
             recipe.data.batch_size % recipe.train.accumulate == 0,
             "data.batch_size must be divisible by train.accumulate",
         ),
-        (recipe.train.precision in ("fp32", "bf16", "fp16"), "train.precision must be fp32, bf16 or fp16"),
-        (recipe.optim.name in ("sgd", "adam", "adamw"), "optim.name must be sgd, adam or adamw"),
-        (recipe.optim.schedule in ("cosine", "step", "constant"), "optim.schedule must be cosine, step or constant"),
         (recipe.optim.lr > 0, "optim.lr must be positive"),
+        (recipe.train.heldout_every >= 0, "train.heldout_every must be >= 0 (0: at the end of each epoch only)"),
         (recipe.train.epochs >= 1 or recipe.train.max_steps >= 1, "set train.epochs or train.max_steps"),
-        (recipe.eval.probe_protocol in ("fast", "paper"), "eval.probe_protocol must be fast or paper"),
         (recipe.model.out_dim >= 1, "model.out_dim must be positive"),
+        (recipe.loss.block_size is None or recipe.loss.block_size >= 0, "loss.block_size must be None, 0 or > 0"),
     ]
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+def updated(recipe: Recipe, changes: dict[str, Any]) -> Recipe:
+    """A copy of ``recipe`` with ``changes`` (dotted field -> typed value), made with :func:`dataclasses.replace`.
+
+    For programs (sweeps, reproductions): values are objects of the field's type, never strings to parse::
+
+        updated(recipe, {"optim.lr": 0.4, "model.widths": (16, 32, 64), "loss": LossConfig("nt_xent")})
+    """
+    for key, value in changes.items():
+        recipe = _replace_path(recipe, key.split("."), value, key)
+    validate(recipe)
+    return recipe
+
+
+def _replace_path(obj: Any, parts: list[str], value: Any, key: str) -> Any:
+    if not dataclasses.is_dataclass(obj) or parts[0] not in {f.name for f in dataclasses.fields(obj)}:
+        close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown recipe key {key!r}{hint}")
+    if len(parts) > 1:
+        value = _replace_path(getattr(obj, parts[0]), parts[1:], value, key)
+    else:
+        value = _coerce(value, typing.get_type_hints(type(obj))[parts[0]], key)
+    return dataclasses.replace(obj, **{parts[0]: value})  # type: ignore[type-var]

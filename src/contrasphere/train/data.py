@@ -4,8 +4,9 @@ Images are decoded once into ``uint8`` tensors ``(N, C, H, W)`` and cached (``$C
 ``~/.cache/contrasphere``): the second run reads one file instead of decoding 60,000 JPEGs, and augmentation then
 works on whole batches (:mod:`contrasphere.augment`), so no data-loader workers are needed.
 
-Where data is looked for: the path given (only there), else in order ``$CONTRASPHERE_DATA``, ``./data``, ``../shared/data`` and
-``~/data``. A missing dataset raises :class:`FileNotFoundError` naming every place looked in and how to get it.
+Where data is looked for: the path given (only there), else in order ``$CONTRASPHERE_DATA``, ``./data``,
+``../shared/data`` and ``~/data``. A missing dataset raises :class:`FileNotFoundError` naming every place looked in and
+how to get it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +108,7 @@ def cache_dir() -> Path:
     return path
 
 
-def _cached(key: str, build: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+def _cached(key: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``build()`` once per key; later calls load the saved tensors. Written atomically."""
     path = cache_dir() / f"{key}.pt"
     if path.exists():
@@ -132,19 +134,19 @@ def _fingerprint(*paths: Path, extra: str = "") -> str:
 def _decode(data: bytes, size: int | None) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB")
-        if size is not None and img.size != (size, size):  # shorter side to size, then the central square
-            w, h = img.size
-            scale = size / min(w, h)
-            img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-            w, h = img.size
-            left, top = (w - size) // 2, (h - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-        return np.asarray(img, dtype=np.uint8)
+    with Image.open(io.BytesIO(data)) as opened:
+        img = opened.convert("RGB")
+    if size is not None and img.size != (size, size):  # shorter side to size, then the central square
+        w, h = img.size
+        scale = size / min(w, h)
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+        w, h = img.size
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img, dtype=np.uint8)
 
 
-def _image_files(entries: Iterable[tuple[str, Callable[[], bytes]]], size: int | None) -> dict[str, Tensor]:
+def _image_files(entries: Iterable[tuple[str, Callable[[], bytes]]], size: int | None) -> dict[str, Any]:
     """Decode ``(relative path, read)`` entries laid out as ``<class>/<file>`` into an image set dictionary."""
     items = sorted(entries, key=lambda e: e[0])
     if not items:
@@ -182,14 +184,15 @@ def image_tarball(path: str | os.PathLike, split: str, image_size: int | None = 
     """Images under ``<split>/<class>/`` inside a ``.tar.gz``, decoded straight from the archive (cached)."""
     path = Path(path)
 
-    def build() -> dict[str, Tensor]:
+    def build() -> dict[str, Any]:
         with tarfile.open(path) as tar:
             entries = []
             for member in tar:
                 parts = Path(member.name).parts
                 wanted = member.isfile() and len(parts) >= 3 and parts[-3] == split
-                if wanted and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
-                    data = tar.extractfile(member).read()
+                file = tar.extractfile(member) if wanted else None
+                if file is not None and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                    data = file.read()
                     entries.append(("/".join(parts[-2:]), lambda data=data: data))
             return _image_files(entries, image_size)
 
@@ -362,14 +365,15 @@ def flickr8k(root: str | os.PathLike | None = None, image_size: int = 224) -> Ca
     if not sources:
         raise FileNotFoundError(f"no images (tarball or Images/ folder) in {folder}. {FLICKR_HOW}")
 
-    def build() -> dict[str, Tensor]:
+    def build() -> dict[str, Any]:
         found: dict[str, bytes] = {}
         if tarballs:
             with tarfile.open(tarballs[0]) as tar:
                 for member in tar:
                     name = Path(member.name).name
-                    if member.isfile() and name in captions:
-                        found[name] = tar.extractfile(member).read()
+                    file = tar.extractfile(member) if member.isfile() and name in captions else None
+                    if file is not None:
+                        found[name] = file.read()
         else:
             found = {p.name: p.read_bytes() for p in sources if p.name in captions}
         names = sorted(found)

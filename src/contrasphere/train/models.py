@@ -19,6 +19,7 @@ this is what makes a K-process run equal to a one-process run on the same global
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -235,6 +236,21 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# the ModelConfig fields each encoder reads besides its input size (a recipe that sets another one is refused)
+ENCODER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "small_alexnet": (),
+    "small_convnet": ("widths",),
+    "resnet18_cifar": (),
+    "minilm": ("pretrained", "pooling"),
+    "efficientnet_lite0": (),
+}
+
+
+def feature_dim(encoder: nn.Module) -> int:
+    """The width of an encoder's features (every encoder here states it as ``feature_dim``)."""
+    return int(getattr(encoder, "feature_dim"))  # noqa: B009  (an int attribute, not a submodule)
+
+
 def build_encoder(name: str, **kwargs: Any) -> nn.Module:
     if name not in ENCODERS:
         import difflib
@@ -248,9 +264,9 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch of all processes, on any device (SimCLR's "global BN").
 
-    Training statistics are the mean and biased variance of the rows of every rank (two all-reduces with
-    gradient: the mean first, then the squared deviations from it); running statistics use the unbiased variance, as :class:`torch.nn.BatchNorm2d`. Outside a
-    process group, or in eval mode, it is plain BatchNorm.
+    Training statistics are the mean and biased variance of the rows of every rank (two all-reduces with gradient:
+    the mean first, then the squared deviations from it); running statistics use the unbiased variance, as
+    :class:`torch.nn.BatchNorm2d`. Outside a process group, or in eval mode, it is plain BatchNorm.
     """
 
     def _check_input_dim(self, input: Tensor) -> None:
@@ -270,12 +286,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         shape = [1, channels] + [1] * (input.dim() - 2)
         # two passes, as BatchNorm itself: E[x^2] - E[x]^2 cancels catastrophically for low-variance channels
         var = all_reduce_with_grad(((x - mean.view(shape)) ** 2).sum(dims)) / total
-        if self.track_running_stats and self.running_mean is not None:
+        tracked = self.running_mean, self.running_var, self.num_batches_tracked
+        if self.track_running_stats and all(b is not None for b in tracked):
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
-                self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * var.detach() * total / (total - 1).clamp_min(1))
-                self.num_batches_tracked.add_(1)
+                running_mean, running_var, count = typing.cast(tuple[Tensor, Tensor, Tensor], tracked)
+                running_mean.mul_(1 - m).add_(m * mean.detach())
+                running_var.mul_(1 - m).add_(m * var.detach() * total / (total - 1).clamp_min(1))
+                count.add_(1)
         out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)

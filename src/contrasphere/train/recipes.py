@@ -74,9 +74,15 @@ def _tiny_image_text(r: Recipe) -> None:
 
 
 DIGITS_AUGMENT = AugmentConfig(
-    crop_size=8, crop_scale=(0.5, 1.0), flip=0.0, jitter=(0.4, 0.4, 0.0, 0.0), jitter_p=0.8, grayscale_p=0.0,
-    mean=(0.3,), std=(0.4,),
-)  # fmt: skip
+    crop_size=8,
+    crop_scale=(0.5, 1.0),
+    flip=0.0,
+    jitter=(0.4, 0.4, 0.0, 0.0),
+    jitter_p=0.8,
+    grayscale_p=0.0,
+    mean=(0.3,),
+    std=(0.4,),
+)
 
 
 @register_recipe("digits", tiny=_tiny_images)
@@ -135,14 +141,27 @@ def _stl10() -> Recipe:
         description="The paper's STL-10 recipe: SmallAlexNet, 64-px crops, batch 768, SGD lr 0.12, 200 epochs, "
         "lr x0.1 at epochs 155/170/185 (needs STL-10 and a GPU)",
         data=DataConfig(dataset="torchvision-stl10", batch_size=768),
-        augment=AugmentConfig(crop_size=64, crop_scale=(0.08, 1.0), jitter_p=1.0, mean=(0.44087801, 0.42790631, 0.38678794), std=(0.25507627, 0.24801505, 0.25641038)),
+        augment=AugmentConfig(
+            crop_size=64,
+            crop_scale=(0.08, 1.0),
+            jitter_p=1.0,
+            mean=(0.44087801, 0.42790631, 0.38678794),
+            std=(0.25507627, 0.24801505, 0.25641038),
+        ),
         model=ModelConfig(encoder="small_alexnet", head="linear", out_dim=128),
         loss=LossConfig("align_uniform", {"alpha": 2, "t": 2, "align_weight": 1, "uniform_weight": 1}),
-        optim=OptimConfig(name="sgd", lr=0.12, momentum=0.9, weight_decay=1e-4, schedule="step",
-                          milestones=(155 / 200, 170 / 200, 185 / 200), gamma=0.1),
+        optim=OptimConfig(
+            name="sgd",
+            lr=0.12,
+            momentum=0.9,
+            weight_decay=1e-4,
+            schedule="step",
+            milestones=(155 / 200, 170 / 200, 185 / 200),
+            gamma=0.1,
+        ),
         train=TrainConfig(epochs=200),
         eval=EvalConfig(probe_protocol="paper"),
-    )  # fmt: skip
+    )
 
 
 @register_recipe("simcse-wiki", tiny=_tiny_text)
@@ -166,10 +185,11 @@ def _lit() -> Recipe:
         "linear heads on Flickr8k, CLIP loss (set loss.name=siglip or align_uniform)",
         task="image_text",
         data=DataConfig(dataset="flickr8k", batch_size=128, test_samples=200, image_size=224, max_length=32),
-        model=ModelConfig(encoder="efficientnet_lite0", freeze_encoder=True, head="linear", out_dim=256,
-                          text_encoder="minilm"),
+        model=ModelConfig(
+            encoder="efficientnet_lite0", freeze_encoder=True, head="linear", out_dim=256, text_encoder="minilm"
+        ),
         loss=LossConfig("clip", {}),
         optim=OptimConfig(name="adamw", lr=1e-4, weight_decay=0.01, schedule="cosine", warmup_steps=10),
         train=TrainConfig(epochs=10, heldout_samples=200),
         eval=EvalConfig(linear_probe=False),
-    )  # fmt: skip
+    )

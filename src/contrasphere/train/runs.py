@@ -15,22 +15,20 @@ from typing import Any
 
 import torch
 
+from . import checkpoint
 from .config import Recipe
+from .loop import build, resolve_device
 from .tasks import Task
-from .loop import _device, build
 
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[Recipe, Task, torch.nn.Module, dict[str, Any]]:
     """``(recipe, task, model, checkpoint)`` of a run folder or a ``checkpoint.pt`` file."""
     path = Path(path)
-    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"no checkpoint at {ckpt_path}: pass a run folder written by `contrasphere train`")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = checkpoint.load(path / checkpoint.CHECKPOINT if path.is_dir() else path)
     recipe = Recipe.from_dict(state["recipe"])
     if device != "auto":
         recipe.train.device = device
-    task, model, loss_module = build(recipe, _device(recipe.train.device))
+    task, model, loss_module = build(recipe, resolve_device(recipe.train.device))
     model.load_state_dict(state["model"])
     loss_module.load_state_dict(state["loss"])
     return recipe, task, model, state
@@ -79,12 +77,9 @@ def write_report(folder: Path, recipe: Recipe, results: dict[str, Any], tensors:
             return []
     z = tensors.get("test_z")
     if z is not None and z.shape[1] == 2:
-        figures.append(
-            viz.plot_circle(
-                z, report / "circle.png", labels=tensors.get("test_labels"), class_names=results.get("classes"),
-                title=f"{recipe.name}: test features on S^1 (vMF KDE, kappa=25)",
-            )
-        )  # fmt: skip
+        title = f"{recipe.name}: test features on S^1 (vMF KDE, kappa=25)"
+        labels, names = tensors.get("test_labels"), results.get("classes")
+        figures.append(viz.plot_circle(z, report / "circle.png", labels=labels, class_names=names, title=title))
     (report / "report.md").write_text(_markdown(recipe, results, log, [Path(f).name for f in figures]))
     return [str(f) for f in figures]
 

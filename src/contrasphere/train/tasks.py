@@ -7,24 +7,33 @@ One training loop (:mod:`contrasphere.train`) serves every recipe; a task suppli
 - ``image_text``: an image and one of its captions (CLIP / SigLIP / LiT), the image tower frozen and its
   features computed once.
 
-:meth:`Task.step` receives the *global* batch's sample indices and a generator seeded for that step, draws all
-randomness for the global batch, and encodes only this process's ``share`` (a slice): a run on K processes sees
-the same views as a run on one.
+:meth:`Task.batch` receives the *global* batch's sample indices and a generator seeded for that step, draws all
+randomness for the global batch, and prepares only this process's ``share`` (a slice): a run on K processes sees
+the same views as a run on one. :meth:`Task.embed` runs the model on a prepared batch and returns exactly the
+keyword arguments of the recipe's loss, so a training step is ``loss_fn(**task.embed(model, batch))``. The loop
+times :meth:`Task.batch` as data preparation. Held-out metrics and evaluation take the plain model (not a
+``DistributedDataParallel`` wrapper).
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
+import itertools
+import typing
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from . import data as D
 from .. import evaluation, metrics
-from .augment import Augment, center_view
-from .models import Embedder, ProjectionHead, TwoTower, build_encoder
-from .config import Recipe
+from ..losses import LossSpec
+from . import data as D
+from .augment import Augment, AugmentConfig, center_view
+from .config import DataConfig, EvalConfig, ModelConfig, Recipe
+from .models import Embedder, ProjectionHead, TwoTower, build_encoder, feature_dim
+
+LossInputs = Callable[[Tensor, Tensor, "Tensor | None"], dict[str, Tensor]]
 
 
 def _batched(fn: Any, items: Any, n: int, batch: int = 256) -> Tensor:
@@ -32,19 +41,35 @@ def _batched(fn: Any, items: Any, n: int, batch: int = 256) -> Tensor:
 
 
 class Task:
-    """Base class: subclasses set ``n_train`` and implement the methods below."""
+    """Base class: subclasses set ``n_train`` (and ``has_labels``) and implement the methods below."""
 
     n_train: int
-    data_seconds: float = 0.0  # time spent preparing inputs (augmentation, tokenising), reset each epoch
+    has_labels: bool = False
 
-    def __init__(self, recipe: Recipe, device: torch.device) -> None:
-        self.recipe, self.device = recipe, device
+    def __init__(
+        self,
+        data: DataConfig,
+        model: ModelConfig,
+        evaluation: EvalConfig,
+        *,
+        augment: AugmentConfig,
+        heldout_samples: int,
+        loss: LossSpec,
+        device: torch.device,
+    ) -> None:
+        self.data_config, self.model_config, self.eval_config, self.augment_config = data, model, evaluation, augment
+        self.heldout_samples, self.device = heldout_samples, device
+        self.loss_inputs = loss_inputs(loss, self.has_labels)
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def step(self, model: nn.Module, index: Tensor, share: slice, generator: torch.Generator) -> dict[str, Tensor]:
-        """Embeddings of this process's share of the global batch ``index``: ``{"z_a", "z_b"[, "labels"]}``."""
+    def batch(self, index: Tensor, share: slice, generator: torch.Generator) -> Any:
+        """This process's ``share`` of the global batch ``index``, prepared for the model (views, sentences...)."""
+        raise NotImplementedError
+
+    def embed(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        """The loss's keyword arguments for a prepared batch: ``loss_fn(**task.embed(model, batch))``."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -67,9 +92,13 @@ def _pair_metrics(z_a: Tensor, z_b: Tensor, z_all: Tensor | None = None) -> dict
 
 
 class ViewsTask(Task):
-    def __init__(self, recipe: Recipe, device: torch.device) -> None:
-        super().__init__(recipe, device)
-        d = recipe.data
+    """Two augmented views of each image; the labels ride along for supervised losses (SupCon)."""
+
+    has_labels = True
+
+    def __init__(self, data: DataConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(data, *args, **kwargs)
+        d = data
         if d.dataset == "digits":
             train, test = D.digits()
         elif d.dataset == "cifar10":
@@ -90,45 +119,44 @@ class ViewsTask(Task):
         )
         self.test = test.subset(d.test_samples, seed=2)
         self.channels = int(self.train.images.shape[1])
-        self.augment = Augment(recipe.augment, self.channels)
+        self.augment = Augment(self.augment_config, self.channels)
         self.n_train = len(self.train)
 
     def build_model(self) -> nn.Module:
-        m = self.recipe.model
+        m = self.model_config
         encoder = build_encoder(
-            m.encoder, in_channels=self.channels, image_size=self.recipe.augment.crop_size, widths=m.widths
+            m.encoder, in_channels=self.channels, image_size=self.augment_config.crop_size, widths=m.widths
         )
-        head = ProjectionHead(encoder.feature_dim, m.out_dim, m.head, m.head_hidden)
+        head = ProjectionHead(feature_dim(encoder), m.out_dim, m.head, m.head_hidden)
         return Embedder(encoder, head, frozen_encoder=m.freeze_encoder)
 
-    def step(self, model: nn.Module, index: Tensor, share: slice, generator: torch.Generator) -> dict[str, Tensor]:
-        began = time.perf_counter()
+    def batch(self, index: Tensor, share: slice, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Both views of this share, stacked ``(2 n_share, C, H, W)`` (all of ``a`` first), and their labels."""
         n = index.shape[0]
         params = self.augment.sample(2 * n, generator)  # every view of the global batch, drawn in one order
         mine = torch.arange(n)[share]
         images = self.train.images[index[mine]].to(self.device, non_blocking=True)
         view_a = self.augment.apply(images, {k: v[mine] for k, v in params.items()})
         view_b = self.augment.apply(images, {k: v[mine + n] for k, v in params.items()})
-        self.data_seconds += time.perf_counter() - began
-        z = model(torch.cat([view_a, view_b]))
-        z_a, z_b = z.split(mine.numel())
-        return {"z_a": z_a, "z_b": z_b, "labels": self.train.labels[index[mine]].to(self.device)}
+        return torch.cat([view_a, view_b]), self.train.labels[index[mine]].to(self.device)
+
+    def embed(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        views, labels = batch
+        z_a, z_b = model(views).split(labels.shape[0])
+        return self.loss_inputs(z_a, z_b, labels)
 
     def _embed(self, model: nn.Module, images: Tensor, features: bool = False) -> Tensor:
-        inner = getattr(model, "module", model)
-
         def run(x: Tensor) -> Tensor:
-            x = center_view(x.to(self.device), self.recipe.augment)
-            return inner.features(x).float() if features else inner(x).float()
+            x = center_view(x.to(self.device), self.augment_config)
+            return typing.cast(Embedder, model).features(x).float() if features else model(x).float()
 
         return _batched(run, images, images.shape[0]).cpu()
 
     @torch.no_grad()
     def heldout(self, model: nn.Module) -> dict[str, float]:
-        inner = getattr(model, "module", model)
-        was_training = inner.training
-        inner.eval()
-        images = self.test.images[: self.recipe.train.heldout_samples]
+        was_training = model.training
+        model.eval()
+        images = self.test.images[: self.heldout_samples]
         generator = torch.Generator().manual_seed(12345)  # the same held-out pairs every epoch
         params = self.augment.sample(2 * images.shape[0], generator)
         n = images.shape[0]
@@ -138,15 +166,15 @@ class ViewsTask(Task):
             x = images[part].to(self.device)
             va = self.augment.apply(x, {k: v[part] for k, v in params.items()})
             vb = self.augment.apply(x, {k: v[part + n] for k, v in params.items()})
-            z.append((inner(va).float().cpu(), inner(vb).float().cpu()))
-        inner.train(was_training)
+            z.append((model(va).float().cpu(), model(vb).float().cpu()))
+        model.train(was_training)
         z_a, z_b = torch.cat([a for a, _ in z]), torch.cat([b for _, b in z])
         return _pair_metrics(z_a, z_b, z_a)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        e, inner = self.recipe.eval, getattr(model, "module", model)
-        inner.eval()
+        e = self.eval_config
+        model.eval()
         results: dict[str, Any] = {"heldout": self.heldout(model)}
         tensors: dict[str, Tensor] = {}
         for layer in ("encoder", "output"):
@@ -160,9 +188,13 @@ class ViewsTask(Task):
             }
             if e.linear_probe:
                 r["linear_probe"] = evaluation.linear_probe(
-                    train_z, self.probe_train.labels, test_z, self.test.labels, epochs=e.probe_epochs,
+                    train_z,
+                    self.probe_train.labels,
+                    test_z,
+                    self.test.labels,
+                    epochs=e.probe_epochs,
                     protocol=e.probe_protocol,
-                )  # fmt: skip
+                )
             if layer == "output":
                 r["uniformity_test_set"] = metrics.uniformity(test_z, t=2)
                 r["effective_rank"] = metrics.effective_rank(test_z)
@@ -175,9 +207,9 @@ class ViewsTask(Task):
 class TextTask(Task):
     """Unsupervised SimCSE: the positive of a sentence is the same sentence under another dropout mask."""
 
-    def __init__(self, recipe: Recipe, device: torch.device) -> None:
-        super().__init__(recipe, device)
-        d = recipe.data
+    def __init__(self, data: DataConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(data, *args, **kwargs)
+        d = data
         if d.dataset not in ("wiki1m", "text-lines"):
             raise ValueError(f"dataset {d.dataset!r} is not a text dataset; use wiki1m (data.root=FILE for your own)")
         self.sentences = D.wiki_sentences(d.root or None)
@@ -189,33 +221,32 @@ class TextTask(Task):
         self.dev = D.sts("stsb", "dev", None)
 
     def build_model(self) -> nn.Module:
-        m = self.recipe.model
+        m = self.model_config
         encoder = build_encoder(
-            m.encoder, pretrained=m.pretrained, pooling=m.pooling, max_length=self.recipe.data.max_length
+            m.encoder, pretrained=m.pretrained, pooling=m.pooling, max_length=self.data_config.max_length
         )
-        head = ProjectionHead(encoder.feature_dim, m.out_dim, m.head, m.head_hidden)
+        head = ProjectionHead(feature_dim(encoder), m.out_dim, m.head, m.head_hidden)
         return Embedder(encoder, head, frozen_encoder=m.freeze_encoder)
 
-    def step(self, model: nn.Module, index: Tensor, share: slice, generator: torch.Generator) -> dict[str, Tensor]:
-        sentences = [self.sentences[i] for i in index[share].tolist()]
-        z = model(sentences + sentences)  # dropout makes the two copies differ
-        z_a, z_b = z.split(len(sentences))
-        return {"z_a": z_a, "z_b": z_b}
+    def batch(self, index: Tensor, share: slice, generator: torch.Generator) -> list[str]:
+        return [self.sentences[i] for i in index[share].tolist()]
+
+    def embed(self, model: nn.Module, batch: list[str]) -> dict[str, Tensor]:
+        z_a, z_b = model(batch + batch).split(len(batch))  # dropout makes the two copies differ
+        return self.loss_inputs(z_a, z_b, None)
 
     def _embed(self, model: nn.Module, sentences: list[str]) -> Tensor:
-        inner = getattr(model, "module", model)
-        return _batched(lambda s: inner(s).float().cpu(), sentences, len(sentences), 128)
+        return _batched(lambda s: model(s).float().cpu(), sentences, len(sentences), 128)
 
     @torch.no_grad()
     def heldout(self, model: nn.Module) -> dict[str, float]:
         """SimCSE's protocol: alignment over STS-B dev pairs with gold score above 4, uniformity over all sentences."""
-        inner = getattr(model, "module", model)
-        was_training = inner.training
-        inner.eval()
-        n = self.recipe.train.heldout_samples or len(self.dev.a)
+        was_training = model.training
+        model.eval()
+        n = self.heldout_samples or len(self.dev.a)
         a, b, gold = self.dev.a[:n], self.dev.b[:n], self.dev.scores[:n]
         z_a, z_b = self._embed(model, a), self._embed(model, b)
-        inner.train(was_training)
+        model.train(was_training)
         positive = gold > 4
         if int(positive.sum()) == 0:
             return {"uniformity": metrics.uniformity(torch.cat([z_a, z_b]), t=2)}
@@ -223,11 +254,10 @@ class TextTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        inner = getattr(model, "module", model)
-        inner.eval()
+        model.eval()
         results: dict[str, Any] = {"heldout": self.heldout(model), "sts": {}}
-        limit = self.recipe.data.test_samples
-        for name in self.recipe.eval.sts_sets:
+        limit = self.data_config.test_samples
+        for name in self.eval_config.sts_sets:
             splits = ("dev", "test") if name == "stsb" else ("test",)
             for split in splits:
                 pairs = D.sts(name, split)
@@ -240,11 +270,15 @@ class TextTask(Task):
 
 
 class ImageTextTask(Task):
-    """Image-caption pairs; the image tower is frozen (LiT), so its features are computed once and cached."""
+    """Image-caption pairs; the image tower is frozen (LiT), so its features are computed once and cached.
 
-    def __init__(self, recipe: Recipe, device: torch.device) -> None:
-        super().__init__(recipe, device)
-        d = recipe.data
+    With ``model.freeze_text_encoder`` the text tower is frozen too and its caption features are cached the same
+    way: only the heads (and the loss's own parameters) train, on precomputed features.
+    """
+
+    def __init__(self, data: DataConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(data, *args, **kwargs)
+        d = data
         if d.dataset != "flickr8k":
             raise ValueError(f"dataset {d.dataset!r} is not an image-text dataset; use flickr8k")
         pairs = D.flickr8k(d.root or None, d.image_size or 224)
@@ -256,60 +290,89 @@ class ImageTextTask(Task):
             )
         self.train = train
         self.n_train = len(train)
-        if not recipe.model.freeze_encoder:
+        self.caption_start = [0, *itertools.accumulate(len(caps) for caps in train.captions)][:-1]  # flat row of each
+        if not self.model_config.freeze_encoder:
             raise ValueError("the image-text task trains with a frozen image tower (model.freeze_encoder=true)")
 
     def build_model(self) -> nn.Module:
-        m = self.recipe.model
+        m = self.model_config
         image_encoder = build_encoder(m.encoder)
         self.image_mean, self.image_std = (
             getattr(image_encoder, "mean", (0.5,) * 3),
             getattr(image_encoder, "std", (0.5,) * 3),
         )
         image_encoder.to(self.device).eval()
-        self.train_features = self._image_features(image_encoder, self.train.images)
-        self.test_features = self._image_features(image_encoder, self.test.images)
+        self.train_features = self._cached("image", self.train, lambda: self._image_features(image_encoder, self.train))
+        self.test_features = self._cached("image", self.test, lambda: self._image_features(image_encoder, self.test))
         text_encoder = build_encoder(
-            m.text_encoder, pretrained=m.pretrained, pooling=m.pooling, max_length=self.recipe.data.max_length
+            m.text_encoder, pretrained=m.pretrained, pooling=m.pooling, max_length=self.data_config.max_length
         )
-        image = Embedder(nn.Identity(), ProjectionHead(image_encoder.feature_dim, m.out_dim, m.head, m.head_hidden))
-        text = Embedder(
-            text_encoder,
-            ProjectionHead(text_encoder.feature_dim, m.out_dim, m.head, m.head_hidden),
-            frozen_encoder=m.freeze_text_encoder,
-        )
-        return TwoTower(image, text)
+        image = Embedder(nn.Identity(), ProjectionHead(feature_dim(image_encoder), m.out_dim, m.head, m.head_hidden))
+        text_head = ProjectionHead(feature_dim(text_encoder), m.out_dim, m.head, m.head_hidden)
+        self.frozen_text = m.freeze_text_encoder
+        if self.frozen_text:  # every caption's features once; the tower itself is not part of the model
+            text_encoder.to(self.device).eval()
+            self.train_text = self._cached("text", self.train, lambda: self._text_features(text_encoder, self.train))
+            self.test_text = self._cached("text", self.test, lambda: self._text_features(text_encoder, self.test))
+            return TwoTower(image, Embedder(nn.Identity(), text_head))
+        return TwoTower(image, Embedder(text_encoder, text_head))
+
+    def _cached(self, kind: str, pairs: D.CaptionedImages, compute: Callable[[], Tensor]) -> Tensor:
+        """Frozen-tower features of ``pairs``, computed once and kept in the data cache (keyed by the images)."""
+        m, d = self.model_config, self.data_config
+        tower = m.encoder if kind == "image" else f"{m.text_encoder}-{m.pretrained}-{m.pooling}-{d.max_length}"
+        digest = hashlib.sha256("\n".join([tower, str(d.image_size), *pairs.names]).encode()).hexdigest()[:16]
+        return D._cached(f"flickr8k-{kind}-features-{len(pairs)}-{digest}", lambda: {"features": compute()})["features"]
 
     @torch.no_grad()
-    def _image_features(self, encoder: nn.Module, images: Tensor) -> Tensor:
+    def _image_features(self, encoder: nn.Module, pairs: D.CaptionedImages) -> Tensor:
         mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
         std = torch.tensor(self.image_std).view(1, 3, 1, 1)
         return _batched(
-            lambda x: encoder(((x.float() / 255 - mean) / std).to(self.device)).float().cpu(), images, len(images), 64
+            lambda x: encoder(((x.float() / 255 - mean) / std).to(self.device)).float().cpu(),
+            pairs.images,
+            len(pairs),
+            64,
         )
 
-    def step(self, model: nn.Module, index: Tensor, share: slice, generator: torch.Generator) -> dict[str, Tensor]:
+    @torch.no_grad()
+    def _text_features(self, encoder: nn.Module, pairs: D.CaptionedImages) -> Tensor:
+        captions = [c for caps in pairs.captions for c in caps]
+        return _batched(lambda s: encoder(s).float().cpu(), captions, len(captions), 256)
+
+    def batch(self, index: Tensor, share: slice, generator: torch.Generator) -> tuple[Tensor, Any]:
+        """The cached image features of this share and one caption of each image, drawn for the global batch."""
         caption = torch.randint(0, 1 << 30, (index.shape[0],), generator=generator)  # one caption per image
         mine = index[share].tolist()
-        texts = [self.train.captions[i][int(c) % len(self.train.captions[i])] for i, c in zip(mine, caption[share])]
-        z_a, z_b = model(self.train_features[mine].to(self.device), texts)
-        return {"z_a": z_a, "z_b": z_b}
+        counts = [len(self.train.captions[i]) for i in mine]
+        picks = [int(c) % n for c, n in zip(caption[share], counts)]
+        images = self.train_features[mine].to(self.device)
+        if self.frozen_text:
+            rows = [self.caption_start[i] + p for i, p in zip(mine, picks)]
+            return images, self.train_text[rows].to(self.device)
+        return images, [self.train.captions[i][p] for i, p in zip(mine, picks)]
 
-    def _embed(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
-        inner = getattr(model, "module", model)
-        images = inner.a(self.test_features.to(self.device)).float().cpu()
-        captions = [c for caps in self.test.captions for c in caps]
+    def embed(self, model: nn.Module, batch: tuple[Tensor, Any]) -> dict[str, Tensor]:
+        z_a, z_b = model(*batch)
+        return self.loss_inputs(z_a, z_b, None)
+
+    def _embed(self, tower: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+        model = typing.cast(TwoTower, tower)
+        images = model.a(self.test_features.to(self.device)).float().cpu()
         owner = torch.tensor([i for i, caps in enumerate(self.test.captions) for _ in caps])
-        texts = _batched(lambda s: inner.b(s).float().cpu(), captions, len(captions), 128)
+        if self.frozen_text:
+            texts = _batched(lambda x: model.b(x.to(self.device)).float().cpu(), self.test_text, len(owner), 1024)
+        else:
+            captions = [c for caps in self.test.captions for c in caps]
+            texts = _batched(lambda s: model.b(s).float().cpu(), captions, len(captions), 128)
         return images, texts, owner
 
     @torch.no_grad()
     def heldout(self, model: nn.Module) -> dict[str, float]:
-        inner = getattr(model, "module", model)
-        was_training = inner.training
-        inner.eval()
+        was_training = model.training
+        model.eval()
         images, texts, owner = self._embed(model)
-        inner.train(was_training)
+        model.train(was_training)
         first = torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])  # first caption of each image
         return {
             "alignment": metrics.alignment(images, texts[first], alpha=2),
@@ -320,7 +383,7 @@ class ImageTextTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        getattr(model, "module", model).eval()
+        model.eval()
         images, texts, owner = self._embed(model)
         image_owner = torch.arange(images.shape[0])
         results = {
@@ -336,24 +399,44 @@ class ImageTextTask(Task):
 TASK_CLASSES: dict[str, type[Task]] = {"views": ViewsTask, "text": TextTask, "image_text": ImageTextTask}
 
 
-def build_task(recipe: Recipe, device: torch.device) -> Task:
-    return TASK_CLASSES[recipe.task](recipe, device)
-
-
-def loss_inputs(spec_inputs: tuple[str, ...], out: dict[str, Tensor], loss_name: str) -> dict[str, Tensor]:
-    """Map a step's ``z_a``/``z_b``/``labels`` onto the inputs a registered loss takes."""
-    z_a, z_b = out["z_a"], out["z_b"]
-    if spec_inputs == ("z_a", "z_b"):
-        return {"z_a": z_a, "z_b": z_b}
-    if spec_inputs == ("z", "labels"):
-        if "labels" not in out:
-            raise ValueError(f"loss {loss_name!r} needs class labels; this dataset has none")
-        return {"z": torch.cat([z_a, z_b]), "labels": torch.cat([out["labels"], out["labels"]])}
-    if spec_inputs == ("z",):
-        return {"z": torch.cat([z_a, z_b])}
-    if len(spec_inputs) == 1:  # views / modalities stacked (V, N, D)
-        return {spec_inputs[0]: torch.stack([z_a, z_b])}
-    raise ValueError(
-        f"loss {loss_name!r} takes {', '.join(spec_inputs)}: it needs a queue, momentum encoder or mixing that the "
-        "training loop does not build; use it from the library (contrasphere.moco) or pick a pairwise loss"
+def build_task(recipe: Recipe, loss: LossSpec, device: torch.device) -> Task:
+    """The task of ``recipe``, given the parts of the recipe it reads."""
+    return TASK_CLASSES[recipe.task](
+        recipe.data,
+        recipe.model,
+        recipe.eval,
+        augment=recipe.augment,
+        heldout_samples=recipe.train.heldout_samples,
+        loss=loss,
+        device=device,
     )
+
+
+def loss_inputs(spec: LossSpec, has_labels: bool) -> LossInputs:
+    """How a step's two embeddings ``z_a``, ``z_b`` (and labels) become the keyword arguments of the loss ``spec``.
+
+    Resolved once, when the task is built: pairs stay pairs, ``z`` (and ``labels``) are both views stacked as one
+    batch, ``views`` / ``modalities`` are the two views stacked ``(2, N, D)``. The embeddings are cast to float32,
+    so that the loss runs outside autocast (logits divided by a temperature lose 2-3 digits in bfloat16).
+    """
+    inputs = spec.inputs
+    if inputs == ("z", "labels") and not has_labels:
+        raise ValueError(f"loss {spec.name!r} needs class labels; this dataset has none")
+    if inputs not in (("z_a", "z_b"), ("z", "labels"), ("z",)) and len(inputs) != 1:
+        raise ValueError(
+            f"loss {spec.name!r} takes {', '.join(inputs)}: it needs a queue, momentum encoder or mixing that the "
+            "training loop does not build; use it from the library (contrasphere.moco) or pick a pairwise loss"
+        )
+
+    def to_loss(z_a: Tensor, z_b: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        z_a, z_b = z_a.float(), z_b.float()
+        if inputs == ("z_a", "z_b"):
+            return {"z_a": z_a, "z_b": z_b}
+        if inputs == ("z", "labels"):
+            assert labels is not None
+            return {"z": torch.cat([z_a, z_b]), "labels": torch.cat([labels, labels])}
+        if inputs == ("z",):
+            return {"z": torch.cat([z_a, z_b])}
+        return {inputs[0]: torch.stack([z_a, z_b])}  # views / modalities stacked (V, N, D)
+
+    return to_loss

@@ -46,6 +46,7 @@ def _run(tmp_path, experiment: str, capsys) -> tuple[dict, str]:
     return raw, report
 
 
+@pytest.mark.slow
 def test_vision_report(tmp_path, capsys):
     raw, report = _run(tmp_path, "vision", capsys)
     runs = raw["runs"]
@@ -67,6 +68,7 @@ def test_vision_report(tmp_path, capsys):
     assert (tmp_path / "vision" / "vision_circle.png").exists()
 
 
+@pytest.mark.slow
 def test_language_report(tmp_path, capsys):
     raw, report = _run(tmp_path, "language", capsys)
     runs = raw["runs"]
@@ -87,6 +89,7 @@ def test_language_report(tmp_path, capsys):
         assert history[0]["alignment"] == pytest.approx(runs["pretrained"]["alignment"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_image_text_report(tmp_path, capsys):
     raw, report = _run(tmp_path, "image-text", capsys)
     rows = _table(report, "heads")

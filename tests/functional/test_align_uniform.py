@@ -1,4 +1,5 @@
-"""Alignment, uniformity and their combinations against the paper's reference code and closed forms."""
+"""Alignment, uniformity and their combinations against the paper's reference code (tests/references/wang_isola.py)
+and closed forms."""
 
 from __future__ import annotations
 
@@ -8,26 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import near, sphere
+from references.wang_isola import ref_align, ref_moco_uniform, ref_uniform
 from scipy.special import i0
 
 from contrasphere import functional as CF
-
-
-# --- the paper's reference code (Wang & Isola 2020, Figure 5), verbatim ---------------------------------------
-def ref_align(x, y, alpha=2):
-    return (x - y).norm(p=2, dim=1).pow(alpha).mean()
-
-
-def ref_uniform(x, t=2):
-    return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()
-
-
-# --- the MoCo variant, from the paper's ImageNet code (queue stored as (D, K) there) ------------------------------
-def ref_moco_uniform(q, queue_dk, t, intra_batch):
-    sq_dists = (2 - 2 * (q @ queue_dk.clone().detach())).flatten()
-    if intra_batch:
-        sq_dists = torch.cat([sq_dists, torch.pdist(q, p=2).pow(2)])
-    return sq_dists.mul(-t).exp().mean().log()
 
 
 def grads(fn, *tensors):

