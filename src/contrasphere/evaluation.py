@@ -8,7 +8,7 @@ NumPy arrays, and return Python numbers. Inputs are checked like every other fun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -81,6 +81,7 @@ def knn_accuracy(train_z: Any, train_y: Any, test_z: Any, test_y: Any, **kwargs:
     return float((predicted == test_y).double().mean())
 
 
+@check.hyperparameters(epochs=check.integer, batch_size=check.integer)
 def linear_probe(
     train_z: Any,
     train_y: Any,
@@ -93,7 +94,7 @@ def linear_probe(
     batch_size: int = 256,
     normalize: bool = True,
     seed: int = 0,
-    protocol: str = "fast",
+    protocol: Literal["fast", "paper"] = "fast",
 ) -> dict[str, float]:
     """Train a linear (softmax) classifier on frozen training embeddings; report train and test accuracy.
 
@@ -105,8 +106,6 @@ def linear_probe(
     Adam with lr 1e-3 and betas (0.5, 0.999), learning rate x0.2 at 60% and 80% of the epochs; ``lr``,
     ``weight_decay`` and ``normalize`` are then ignored.
     """
-    if protocol not in ("fast", "paper"):
-        raise ValueError(f"protocol must be 'fast' or 'paper', got {protocol!r}")
     paper = protocol == "paper"
     if paper:
         lr, weight_decay, normalize = 1e-3, 0.0, False
@@ -114,7 +113,6 @@ def linear_probe(
     check.same_dim(train_z, test_z, "train_z", "test_z")
     train_y = _labels(train_y, train_z.shape[0], "train_y")
     test_y = _labels(test_y, test_z.shape[0], "test_y")
-    check.integer(epochs, "epochs"), check.integer(batch_size, "batch_size")
     if normalize:
         train_z, test_z = F.normalize(train_z, dim=1), F.normalize(test_z, dim=1)
         mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)

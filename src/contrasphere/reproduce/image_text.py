@@ -92,6 +92,21 @@ def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str
         "Losses: CLIP (learnable temperature, init 0.07), SigLIP (learnable scale and bias, init 10 and "
         f"-10), align-uniform (alpha=2, t=2, equal weights).",
     )
+    report.table(*_table(runs))
+    report.text(f"Recall in percent over the held-out images. Chance R@1 text->image is {100 / test_images:.1f}%.")
+    try:
+        report.figure(
+            viz.plot_recall(runs, report.folder / "image_text_recall.png"), "Recall@k before and after, both ways"
+        )
+    except ImportError:
+        pass
+    return report.save(
+        {"experiment": "image-text", "budget": budget, "epochs": epochs, "test_images": test_images, "runs": runs}
+    )
+
+
+def _table(runs: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The report's table: recall both ways in percent, the modality gap, alignment and uniformity per run."""
     header = [
         "heads",
         "T->I R@1",
@@ -120,17 +135,7 @@ def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str
                 r["uniformity_text"],
             ]
         )
-    report.table(header, rows)
-    report.text(f"Recall in percent over the held-out images. Chance R@1 text->image is {100 / test_images:.1f}%.")
-    try:
-        report.figure(
-            viz.plot_recall(runs, report.folder / "image_text_recall.png"), "Recall@k before and after, both ways"
-        )
-    except ImportError:
-        pass
-    return report.save(
-        {"experiment": "image-text", "budget": budget, "epochs": epochs, "test_images": test_images, "runs": runs}
-    )
+    return header, rows
 
 
 def _held_in_recall(task: Any, model: TwoTower) -> dict[str, float]:

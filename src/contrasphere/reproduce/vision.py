@@ -175,23 +175,57 @@ def _write(
             for r in rows
         ],
     )
-    correlations = {}
-    if len(runs) >= 3:
-        for metric in ("linear_accuracy", "knn_accuracy"):
-            acc = [r[metric] for r in runs]
-            correlations[metric] = {
-                "alignment": -spearman([r["alignment"] for r in runs], acc),
-                "uniformity": -spearman([r["uniformity"] for r in runs], acc),
-                "alignment + uniformity": -spearman([r["alignment"] + r["uniformity"] for r in runs], acc),
-            }
-        report.text(
-            "Rank correlation (Spearman) of accuracy with *minus* each quantity (positive: lower alignment / "
-            "uniformity goes with higher accuracy, as the paper finds):"
-        )
-        report.table(
-            ["accuracy", "-alignment", "-uniformity", "-(alignment + uniformity)"],
-            [[m, *c.values()] for m, c in correlations.items()],
-        )
+    correlations = _correlations(report, runs)
+    best = _best(report, runs)
+    _figures(report, runs, circle)
+    report.text("2-d encoders (features on the circle):")
+    report.table(
+        ["encoder", "alignment", "uniformity", "linear acc. (%)", "kNN acc. (%)"],
+        [
+            [r["label"], r["alignment"], r["uniformity"], 100 * r["linear_accuracy"], 100 * r["knn_accuracy"]]
+            for r in circle
+        ],
+    )
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
+    clean_circle = [{k: v for k, v in r.items() if not k.startswith("_")} for r in circle]
+    return report.save(
+        {
+            "experiment": "vision",
+            "budget": budget,
+            "base_changes": base,
+            "runs": clean,
+            "circle": clean_circle,
+            "correlations": correlations,
+            "best": {k: r["label"] for k, r in best.items()},
+        }
+    )
+
+
+def _correlations(report: Report, runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Spearman correlation of accuracy with minus alignment, uniformity and their sum, over the sweep."""
+    correlations: dict[str, dict[str, float]] = {}
+    if len(runs) < 3:
+        return correlations
+    for metric in ("linear_accuracy", "knn_accuracy"):
+        acc = [r[metric] for r in runs]
+        correlations[metric] = {
+            "alignment": -spearman([r["alignment"] for r in runs], acc),
+            "uniformity": -spearman([r["uniformity"] for r in runs], acc),
+            "alignment + uniformity": -spearman([r["alignment"] + r["uniformity"] for r in runs], acc),
+        }
+    report.text(
+        "Rank correlation (Spearman) of accuracy with *minus* each quantity (positive: lower alignment / "
+        "uniformity goes with higher accuracy, as the paper finds):"
+    )
+    report.table(
+        ["accuracy", "-alignment", "-uniformity", "-(alignment + uniformity)"],
+        [[m, *c.values()] for m, c in correlations.items()],
+    )
+    return correlations
+
+
+def _best(report: Report, runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The best encoder (by linear accuracy) of the contrastive and of the align-uniform family."""
     best = {}
     for name, contrastive in (("NT-Xent", True), ("align-uniform", False)):
         members = [r for r in runs if (r["family"] == "contrastive") == contrastive]
@@ -206,6 +240,11 @@ def _write(
                 for k, r in best.items()
             ],
         )
+    return best
+
+
+def _figures(report: Report, runs: list[dict[str, Any]], circle: list[dict[str, Any]]) -> None:
+    """The alignment-uniformity plane, the weight-ratio trade-off and the circle panels (needs matplotlib)."""
     ratio = sorted([r for r in runs if r["family"] == "ratio"], key=lambda r: _ratio(r))
     try:
         report.figure(
@@ -245,27 +284,6 @@ def _write(
         )
     except ImportError:
         pass
-    report.text("2-d encoders (features on the circle):")
-    report.table(
-        ["encoder", "alignment", "uniformity", "linear acc. (%)", "kNN acc. (%)"],
-        [
-            [r["label"], r["alignment"], r["uniformity"], 100 * r["linear_accuracy"], 100 * r["knn_accuracy"]]
-            for r in circle
-        ],
-    )
-    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
-    clean_circle = [{k: v for k, v in r.items() if not k.startswith("_")} for r in circle]
-    return report.save(
-        {
-            "experiment": "vision",
-            "budget": budget,
-            "base_changes": base,
-            "runs": clean,
-            "circle": clean_circle,
-            "correlations": correlations,
-            "best": {k: r["label"] for k, r in best.items()},
-        }
-    )
 
 
 def _ratio(r: dict[str, Any]) -> float:

@@ -21,6 +21,8 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,38 +124,29 @@ class _Log:
                         writer.add_scalar(key, value, record["step"])
 
 
-def _step(
-    task: Task,
-    model: nn.Module,
-    loss_fn: nn.Module,
-    parts: checkpoint.Trainable,
-    index: Tensor,
-    recipe: Recipe,
-    device: torch.device,
-    generator: torch.Generator,
-    step: int,
-) -> tuple[float, float]:
+def _step(run: _Run, index: Tensor, generator: torch.Generator) -> tuple[float, float]:
     """One optimiser step over ``accumulate`` micro-batches; returns the loss and the seconds spent on data."""
-    t = recipe.train
-    micro = recipe.data.batch_size // t.accumulate
+    t, task, model, parts = run.recipe.train, run.task, run.model, run.parts
+    micro = run.recipe.data.batch_size // t.accumulate
     share = rank_share(micro, distributed.world_size(), distributed.rank())
     dtype = AUTOCAST.get(t.precision)
+    autocast = partial(torch.autocast, run.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
     parts.optimizer.zero_grad(set_to_none=True)
     step_loss, data_seconds = 0.0, 0.0
     for m in range(t.accumulate):
         began = time.perf_counter()
         # data preparation runs under autocast as it always has, so that runs stay bit-identical to earlier ones
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast():
             batch = task.batch(index[m * micro : (m + 1) * micro], share, generator)
         data_seconds += time.perf_counter() - began
         accumulating = m < t.accumulate - 1 and isinstance(model, DistributedDataParallel)
         with model.no_sync() if accumulating else contextlib.nullcontext():  # type: ignore[operator]
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with autocast():
                 inputs = task.embed(model, batch)
-            loss = loss_fn(**inputs) / t.accumulate  # outside autocast: the task hands float32 embeddings
+            loss = run.loss_fn(**inputs) / t.accumulate  # outside autocast: the task hands float32 embeddings
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"step {step}: the loss is {float(loss)}; lower optim.lr or use train.precision=fp32"
+                    f"step {run.step}: the loss is {float(loss)}; lower optim.lr or use train.precision=fp32"
                 )
             parts.scaler.scale(loss).backward()
         step_loss += float(loss.detach())
@@ -183,17 +176,74 @@ def _epoch_record(
     }
 
 
-def train(
-    recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
-) -> dict[str, Any]:
-    """Train ``recipe``, writing ``recipe.json``, ``checkpoint.pt`` and ``log.jsonl`` into ``out`` (rank 0).
+@dataclass
+class _Run:
+    """A run in progress: its parts, where it writes, and the step and epoch it is at."""
 
-    ``stop_after`` ends the run after that many steps, as a preemption would (tests use it to check that
-    ``resume`` is exact). Returns ``{"step", "total_steps", "task", "model", "loss_module", "log"}``.
-    """
-    t, out = recipe.train, Path(out)
+    recipe: Recipe
+    out: Path
+    task: Task
+    inner: nn.Module  # the model itself; ``model`` is it or its DistributedDataParallel wrapper
+    model: nn.Module
+    loss_fn: GatherLoss
+    parts: checkpoint.Trainable
+    device: torch.device
+    steps_per_epoch: int
+    total: int
+    log: _Log
+    owns_group: bool
+    step: int = 0
+    epoch_loss: list[float] = field(default_factory=list)
+    epoch_start: float = field(default_factory=time.perf_counter)
+    data_seconds: float = 0.0
+
+    @property
+    def main(self) -> bool:
+        return distributed.rank() == 0
+
+    def heldout(self) -> dict[str, float]:
+        return self.task.heldout(self.inner) if self.main else {}
+
+    def save(self) -> None:
+        if self.main:
+            ckpt, recipe = self.out / checkpoint.CHECKPOINT, self.recipe.to_dict()
+            checkpoint.save(
+                ckpt, self.parts, step=self.step, total_steps=self.total, epoch_loss=self.epoch_loss, recipe=recipe
+            )
+
+    def end_epoch(self) -> None:
+        if self.main:
+            lr, elapsed = float(self.parts.scheduler.get_last_lr()[0]), time.perf_counter() - self.epoch_start
+            record = _epoch_record(
+                self.step,
+                self.steps_per_epoch,
+                self.epoch_loss,
+                lr,
+                elapsed,
+                self.data_seconds,
+                self.recipe.data.batch_size,
+            )
+            self.log.write({**record, **self.heldout()})
+        self.epoch_loss, self.epoch_start, self.data_seconds = [], time.perf_counter(), 0.0
+
+    def within_epoch_heldout(self) -> None:
+        epoch = math.ceil(self.step / self.steps_per_epoch)
+        record = {"epoch": epoch, "step": self.step, "loss": float(np.mean(self.epoch_loss))}
+        self.log.write({**record, **self.heldout()})
+
+    def finish(self) -> dict[str, Any]:
+        if distributed.is_initialized():  # every rank leaves together; evaluation then runs on rank 0 alone
+            self.model = self.inner  # drop the DDP wrapper (and its reducer) before the process group goes
+            gc.collect()
+            distributed.leave(destroy=self.owns_group)
+        keys = {"task": self.task, "model": self.inner, "loss_module": self.parts.loss, "log": self.log.records}
+        return {"step": self.step, "total_steps": self.total, **keys}
+
+
+def _start(recipe: Recipe, out: Path, resume: bool) -> _Run:
+    """Join the process group, build everything, restore the checkpoint on ``resume``, write ``recipe.json``."""
+    t = recipe.train
     owns_group = distributed.init_from_env(use_cuda=t.device != "cpu")
-    main = distributed.rank() == 0
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
@@ -204,69 +254,66 @@ def train(
     steps_per_epoch, total = schedule_length(recipe, task.n_train)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     parts = checkpoint.Trainable(inner, loss_module, optimizer, build_scheduler(optimizer, recipe.optim, total), scaler)
-    ckpt_path, step, epoch_loss = out / checkpoint.CHECKPOINT, 0, list[float]()
+    step, epoch_loss, ckpt = 0, list[float](), out / checkpoint.CHECKPOINT
     if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
-        step, epoch_loss = checkpoint.restore(checkpoint.load(ckpt_path, device), parts)
+        if not ckpt.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}; start without --resume")
+        step, epoch_loss = checkpoint.restore(checkpoint.load(ckpt, device), parts)
+    main = distributed.rank() == 0
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.json").write_text(recipe.to_json())
     log = _Log(out, main, step if resume else None)
+    run = _Run(
+        recipe,
+        out,
+        task,
+        inner,
+        model,
+        loss_fn,
+        parts,
+        device,
+        steps_per_epoch,
+        total,
+        log,
+        owns_group,
+        step,
+        epoch_loss,
+    )
     if step == 0:
-        log.write({"epoch": 0, "step": 0, **(task.heldout(inner) if main else {})})
+        log.write({"epoch": 0, "step": 0, **run.heldout()})
+    return run
 
-    def save() -> None:
-        if main:
-            checkpoint.save(
-                ckpt_path, parts, step=step, total_steps=total, epoch_loss=epoch_loss, recipe=recipe.to_dict()
-            )
 
-    bar = _progress(total, step, progress and main, recipe)
-    epoch_start, data_seconds = time.perf_counter(), 0.0
-    model.train()
-    while step < total and (stop_after is None or step < stop_after):
-        index = global_batch(t.seed, step, steps_per_epoch, task.n_train, recipe.data.batch_size)
-        generator = torch.Generator().manual_seed(_seed(t.seed, step, 1))
-        torch.manual_seed(_seed(t.seed, step, 2, distributed.rank()))  # dropout masks
-        step_loss, seconds = _step(task, model, loss_fn, parts, index, recipe, device, generator, step)
-        step, data_seconds = step + 1, data_seconds + seconds
-        epoch_loss.append(step_loss)
-        bar(step, step_loss)
-        end_of_epoch = step % steps_per_epoch == 0 or step == total
-        if main and t.heldout_every and step % t.heldout_every == 0 and not end_of_epoch:
-            log.write(
-                {
-                    "epoch": math.ceil(step / steps_per_epoch),
-                    "step": step,
-                    "loss": float(np.mean(epoch_loss)),
-                    **task.heldout(inner),
-                }
-            )
+def train(
+    recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Train ``recipe``, writing ``recipe.json``, ``checkpoint.pt`` and ``log.jsonl`` into ``out`` (rank 0).
+
+    ``stop_after`` ends the run after that many steps, as a preemption would (tests use it to check that
+    ``resume`` is exact). Returns ``{"step", "total_steps", "task", "model", "loss_module", "log"}``.
+    """
+    t, run = recipe.train, _start(recipe, Path(out), resume)
+    bar = _progress(run.total, run.step, progress and run.main, recipe)
+    run.model.train()
+    while run.step < run.total and (stop_after is None or run.step < stop_after):
+        index = global_batch(t.seed, run.step, run.steps_per_epoch, run.task.n_train, recipe.data.batch_size)
+        generator = torch.Generator().manual_seed(_seed(t.seed, run.step, 1))
+        torch.manual_seed(_seed(t.seed, run.step, 2, distributed.rank()))  # dropout masks
+        loss, data_seconds = _step(run, index, generator)
+        run.step, run.data_seconds = run.step + 1, run.data_seconds + data_seconds
+        run.epoch_loss.append(loss)
+        bar(run.step, loss)
+        end_of_epoch = run.step % run.steps_per_epoch == 0 or run.step == run.total
+        if t.heldout_every and run.step % t.heldout_every == 0 and not end_of_epoch:
+            run.within_epoch_heldout()
         if end_of_epoch:
-            if main:
-                lr, elapsed = float(parts.scheduler.get_last_lr()[0]), time.perf_counter() - epoch_start
-                record = _epoch_record(
-                    step, steps_per_epoch, epoch_loss, lr, elapsed, data_seconds, recipe.data.batch_size
-                )
-                log.write({**record, **task.heldout(inner)})
-            epoch_loss, epoch_start, data_seconds = [], time.perf_counter(), 0.0
-        if (t.checkpoint_every and step % t.checkpoint_every == 0) or end_of_epoch:
-            save()
-    save()
+            run.end_epoch()
+        if (t.checkpoint_every and run.step % t.checkpoint_every == 0) or end_of_epoch:
+            run.save()
+    run.save()
     bar(None, None)
-    if distributed.is_initialized():  # every rank leaves together; evaluation then runs on rank 0 alone
-        del model  # drop the DDP wrapper (and its reducer) before the process group goes
-        gc.collect()
-        distributed.leave(destroy=owns_group)
-    return {
-        "step": step,
-        "total_steps": total,
-        "task": task,
-        "model": inner,
-        "loss_module": loss_module,
-        "log": log.records,
-    }
+    return run.finish()
 
 
 def _progress(total: int, start: int, enabled: bool, recipe: Recipe) -> Callable[[int | None, float | None], None]:

@@ -1,0 +1,40 @@
+"""The engine: reductions over all pairs of two sets of embeddings, dense or in tiles.
+
+Almost every objective in contrasphere reduces over an ``N x M`` matrix of pair scores
+:math:`s_{ij} = \\sigma \\langle a_i, b_j\\rangle + c_j`:
+
+- a row log-sum-exp (:func:`row_logsumexp`): InfoNCE, NT-Xent, CLIP (rows and columns), DCL, SupCon's
+  denominator, MoCo's queue, and uniformity (a log-sum-exp of the row log-sum-exps, with
+  :math:`-t\\lVert a_i - b_j\\rVert^2 = 2t\\langle a_i, b_j\\rangle - t\\lVert b_j\\rVert^2 - t\\lVert a_i\\rVert^2`);
+- an element-wise sum of :math:`\\log(1 + e^{s_{ij}})` (:func:`softplus_sum`): SigLIP.
+
+Each has two implementations with the same value and gradient. The dense one materialises the matrix (fast for
+small batches). The tiled one (flash-attention / Inf-CL style) visits ``row_block x col_block`` tiles with an online
+running maximum, accumulates in float32 (float64 for float64 input), and recomputes each tile in the backward pass
+instead of storing it, so memory grows as ``(N + M) * D + row_block * col_block`` rather than ``N * M``. Every
+loss chooses through ``block_size``: ``None`` picks dense up to :data:`DENSE_MAX_PAIRS` pairs and tiles above,
+``0`` forces dense, a positive number forces tiles of that many rows. bfloat16 inputs are multiplied in bfloat16
+(about four times the float32 rate on CPUs with AVX512-BF16) and reduced in float32.
+
+Layout: :mod:`._tiling` (sizes, dtypes, tile generators), :mod:`.rows` (row and row-and-column passes),
+:mod:`.symmetric` (the symmetric pass and the Gaussian log-sum-exp of uniformity), :mod:`.softplus` (SigLIP).
+"""
+
+from ._tiling import DENSE_MAX_PAIRS, ROW_BLOCK, SYM_BLOCK, TILE_PAIRS, acc_dtype, use_tiles
+from .rows import row_col_logsumexp, row_logsumexp
+from .softplus import softplus_sum
+from .symmetric import gaussian_logsumexp, sym_row_logsumexp
+
+__all__ = [
+    "DENSE_MAX_PAIRS",
+    "ROW_BLOCK",
+    "SYM_BLOCK",
+    "TILE_PAIRS",
+    "acc_dtype",
+    "gaussian_logsumexp",
+    "row_col_logsumexp",
+    "row_logsumexp",
+    "softplus_sum",
+    "sym_row_logsumexp",
+    "use_tiles",
+]

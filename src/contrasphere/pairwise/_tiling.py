@@ -1,0 +1,170 @@
+"""Shared pieces of the engine: sizes, dtypes, and the generators that walk the tiles of a score matrix."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+DENSE_MAX_PAIRS = 1 << 22  # above ~4M pairs (a 2048 x 2048 matrix) the tiled path is used
+
+
+ROW_BLOCK = 256
+
+
+TILE_PAIRS = 1 << 21  # a tile holds at most this many scores (8 MB in float32)
+
+
+SYM_BLOCK = 1024  # side of the square tiles of the symmetric and row-and-column reductions
+
+
+def acc_dtype(x: Tensor) -> torch.dtype:
+    """The dtype reductions over ``x`` accumulate in: float64 for float64, float32 for everything else."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _mm_dtype(x: Tensor) -> torch.dtype:
+    """The dtype tiles are multiplied in: bfloat16 stays (fast, float32-accumulating GEMM); float16 goes to float32."""
+    return torch.bfloat16 if x.dtype == torch.bfloat16 else acc_dtype(x)
+
+
+def use_tiles(n: int, m: int, block_size: int | None) -> bool:
+    """Whether a reduction over an ``n x m`` matrix runs tiled (see the module docstring for ``block_size``)."""
+    if block_size is None:
+        return n * m > DENSE_MAX_PAIRS
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 0:
+        raise ValueError(f"block_size must be None (automatic), 0 (dense) or a positive row count, got {block_size!r}")
+    return block_size > 0
+
+
+def _blocks(n: int, m: int, block_size: int | None) -> tuple[int, int]:
+    rows = ROW_BLOCK if not block_size else block_size
+    cols = max(rows, TILE_PAIRS // rows) if not block_size else block_size
+    return min(rows, n), min(cols, m)
+
+
+def _as_scale(scale: Tensor | float, like: Tensor) -> Tensor:
+    if isinstance(scale, Tensor):
+        return scale.reshape(()).to(acc_dtype(like))
+    return torch.tensor(float(scale), dtype=acc_dtype(like), device=like.device)
+
+
+def _excluded(exclude_diagonal: bool, offsets: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted({0, *offsets} if exclude_diagonal else set(offsets)))
+
+
+def _offset_mask(n: int, m: int, excluded: tuple[int, ...], device: torch.device) -> Tensor:
+    """``(n, m)`` booleans, true where ``j - i`` is one of the excluded offsets."""
+    diff = torch.arange(m, device=device)[None, :] - torch.arange(n, device=device)[:, None]
+    return torch.isin(diff, torch.tensor(excluded, dtype=diff.dtype, device=device))
+
+
+def _tile_scores(
+    out: Tensor, a_r: Tensor, b_c: Tensor, scale: Tensor, bias_c: Tensor | None, diagonals: tuple[int, ...]
+) -> Tensor:
+    """Scores of one tile into ``out`` (float32/64): ``scale * a_r @ b_c.T + bias_c``, given diagonals masked."""
+    if a_r.dtype == out.dtype:
+        torch.mm(a_r, b_c.T, out=out)
+    else:
+        out.copy_(a_r @ b_c.T)
+    out.mul_(scale)
+    if bias_c is not None:
+        out.add_(bias_c)
+    for offset in diagonals:
+        out.diagonal(offset).fill_(-math.inf)
+    return out
+
+
+def _diag(r0: int, r1: int, c0: int, c1: int, excluded: tuple[int, ...]) -> tuple[int, ...]:
+    """The diagonals of tile rows r0:r1 x cols c0:c1 that hold excluded global pairs ``j - i == k``."""
+    local = (k + r0 - c0 for k in excluded)
+    return tuple(o for o in local if -(r1 - r0) < o < c1 - c0)
+
+
+def _tiles(
+    a: Tensor,
+    b: Tensor,
+    scale: Tensor,
+    rows: int,
+    cols: int,
+    *,
+    col_bias: Tensor | None = None,
+    excluded: tuple[int, ...] = (),
+) -> Iterator[tuple[int, int, int, int, Tensor]]:
+    """Yield ``(r0, r1, c0, c1, tile)`` over every ``rows x cols`` tile of ``scale <a_i, b_j> + col_bias_j``.
+
+    Excluded diagonals are masked; ``col_bias`` may be ``(M,)`` or a scalar tensor. Each tile is written into one
+    reused buffer (float32/64): consume it before asking for the next.
+    """
+    acc, mm = acc_dtype(a), _mm_dtype(a)
+    a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
+    bias = None if col_bias is None else col_bias.detach().to(acc)
+    n, m = a.shape[0], b.shape[0]
+    buf = torch.empty(rows, cols, dtype=acc, device=a.device)
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        for c0 in range(0, m, cols):
+            c1 = min(c0 + cols, m)
+            bias_c = None if bias is None else bias if bias.ndim == 0 else bias[c0:c1]
+            diagonals = _diag(r0, r1, c0, c1, excluded)
+            yield (
+                r0,
+                r1,
+                c0,
+                c1,
+                _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias_c, diagonals),
+            )
+
+
+def _accumulate(grad_a: Tensor, grad_b: Tensor | None, u: Tensor, a: Tensor, b: Tensor, mm: torch.dtype) -> None:
+    """``grad_a += u @ b`` and ``grad_b += u.T @ a`` (if given), with ``u`` multiplied in the tiles' dtype."""
+    if u.dtype == mm:
+        grad_a.addmm_(u, b)
+        if grad_b is not None:
+            grad_b.addmm_(u.T, a)
+        return
+    u_mm = u.to(mm)
+    grad_a += u_mm @ b
+    if grad_b is not None:
+        grad_b += u_mm.T @ a
+
+
+def _sym_tiles(
+    z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int
+) -> Iterator[tuple[int, int, int, int, Tensor]]:
+    """Yield ``(i0, i1, j0, j1, tile)`` for the tiles on and above the diagonal of ``scale <z_i, z_j> + r_i + r_j``.
+
+    Each tile is written into one reused buffer (float32/64), excluded diagonals masked; consume it before the next.
+    """
+    acc, mm = acc_dtype(z), _mm_dtype(z)
+    z_mm = z.detach().to(mm)
+    r = None if bias is None else bias.detach().to(acc)
+    n = z.shape[0]
+    buf = torch.empty(side, side, dtype=acc, device=z.device)
+    for i0 in range(0, n, side):
+        i1 = min(i0 + side, n)
+        for j0 in range(i0, n, side):
+            j1 = min(j0 + side, n)
+            tile = _tile_scores(
+                buf[: i1 - i0, : j1 - j0], z_mm[i0:i1], z_mm[j0:j1], scale, None, _diag(i0, i1, j0, j1, excluded)
+            )
+            if r is not None:
+                tile.add_(r[i0:i1, None]).add_(r[None, j0:j1])
+            yield i0, i1, j0, j1, tile
+
+
+def _online_update(run_max: Tensor, run_sum: Tensor, tile_max: Tensor, exp_sum: Callable[[Tensor], Tensor]) -> None:
+    """Merge one tile's maxima into running (max, sum) pairs in place; ``exp_sum(shift)`` sums exp(tile - shift)."""
+    new_max = torch.maximum(run_max, tile_max)
+    safe = torch.where(torch.isinf(new_max), 0.0, new_max)
+    run_sum.mul_(torch.exp(run_max - safe)).add_(exp_sum(safe))
+    run_max.copy_(new_max)
+
+
+def _exp_sum(tile: Tensor, dim: int, shift: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """``exp(tile - shift).sum(dim)``, ``shift`` broadcast along ``dim``; in place in ``tile``, or into ``out``."""
+    shift = shift.unsqueeze(dim)
+    shifted = tile.sub_(shift) if out is None else torch.sub(tile, shift, out=out)
+    return shifted.exp_().sum(dim)

@@ -1,0 +1,53 @@
+"""The tiled sum of softplus over all pairs (SigLIP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._tiling import _accumulate, _as_scale, _blocks, _mm_dtype, _tiles, acc_dtype, use_tiles
+
+
+def softplus_sum(
+    a: Tensor, b: Tensor, *, scale: Tensor | float = 1.0, bias: Tensor | float = 0.0, block_size: int | None = None
+) -> Tensor:
+    r""":math:`\sum_{i,j} \log(1 + e^{\sigma\langle a_i, b_j\rangle + \beta})`, a scalar (float32 or float64).
+
+    Differentiable in ``a``, ``b``, ``scale`` and ``bias``; ``block_size`` as in :func:`row_logsumexp`.
+    """
+    if not use_tiles(a.shape[0], b.shape[0], block_size):
+        dtype = acc_dtype(a)
+        return torch.nn.functional.softplus((a.to(dtype) @ b.to(dtype).T) * scale + bias).sum()
+    rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
+    total: Tensor = _SoftplusSum.apply(a, b, _as_scale(scale, a), _as_scale(bias, a), rows, cols)
+    return total
+
+
+class _SoftplusSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, rows: int, cols: int) -> Tensor:
+        total = torch.zeros((), dtype=torch.float64, device=a.device)
+        for _, _, _, _, tile in _tiles(a, b, scale, rows, cols, col_bias=bias):
+            total += torch.nn.functional.softplus(tile).sum(dtype=torch.float64)
+        ctx.save_for_backward(a, b, scale, bias)
+        ctx.rows, ctx.cols = rows, cols
+        return total.to(acc_dtype(a))
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor, None, None]:
+        a, b, scale, bias = ctx.saved_tensors
+        acc, mm = acc_dtype(a), _mm_dtype(a)
+        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
+        grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
+        grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
+        grad_bias = torch.zeros((), dtype=acc, device=a.device)
+        for r0, r1, c0, c1, tile in _tiles(a, b, scale, ctx.rows, ctx.cols, col_bias=bias):
+            weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
+            grad_bias += weights.sum()
+            _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
+        grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
+        grad_a.mul_(scale)
+        grad_b.mul_(scale)
+        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_bias, None, None

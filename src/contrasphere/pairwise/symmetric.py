@@ -1,0 +1,136 @@
+"""The symmetric pass: only tiles on and above the diagonal, each used for its rows and its columns (NT-Xent,
+SupCon, uniformity)."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._tiling import (
+    SYM_BLOCK,
+    _accumulate,
+    _as_scale,
+    _excluded,
+    _exp_sum,
+    _mm_dtype,
+    _offset_mask,
+    _online_update,
+    _sym_tiles,
+    acc_dtype,
+    use_tiles,
+)
+
+
+def sym_row_logsumexp(
+    z: Tensor,
+    *,
+    scale: Tensor | float = 1.0,
+    bias: Tensor | None = None,
+    exclude_diagonal: bool = True,
+    exclude_offsets: tuple[int, ...] = (),
+    block_size: int | None = None,
+) -> Tensor:
+    r""":math:`\mathrm{lse}_i = \log \sum_j e^{\sigma \langle z_i, z_j\rangle + r_i + r_j}` of one set against itself.
+
+    The score matrix is symmetric, so the tiled path visits only the tiles on and above the diagonal and uses each
+    twice (for its rows and, transposed, for its columns): half the matrix products of :func:`row_logsumexp`. This
+    serves NT-Xent, SupCon (``r = 0``) and uniformity (``sigma = 2t``, ``r = -t ||z||^2``).
+
+    Args:
+        z: ``(N, D)``; scale: :math:`\sigma`; bias: :math:`r`, ``(N,)`` or None.
+        exclude_diagonal: leave out ``j == i`` (the default: self-pairs are not pairs).
+        exclude_offsets: also leave out ``j == i + k`` for each ``k``; the set must be symmetric (``-k`` with
+            ``k``), e.g. ``(N, -N)`` for the partner views of a ``2N`` batch.
+        block_size: None (automatic), 0 (dense) or the side of a square tile.
+    """
+    n = z.shape[0]
+    excluded = _excluded(exclude_diagonal, exclude_offsets)
+    if any(-k not in excluded for k in excluded):
+        raise ValueError(
+            f"exclude_offsets must be symmetric (k with -k) for a symmetric reduction, got {exclude_offsets}"
+        )
+    if not use_tiles(n, n, block_size):
+        dtype = acc_dtype(z)
+        zz = z.to(dtype)
+        scores = (zz @ zz.T) * scale
+        if bias is not None:
+            scores = scores + bias.to(dtype)[:, None] + bias.to(dtype)[None, :]
+        if excluded:
+            scores = scores.masked_fill(_offset_mask(n, n, excluded, z.device), -math.inf)
+        return torch.logsumexp(scores, dim=1)
+    side = min(block_size or SYM_BLOCK, n)
+    lse: Tensor = _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side)
+    return lse
+
+
+class _SymRowLogSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int
+    ) -> Tensor:
+        acc, n = acc_dtype(z), z.shape[0]
+        run_max = torch.full((n,), -math.inf, dtype=acc, device=z.device)
+        run_sum = torch.zeros(n, dtype=acc, device=z.device)
+        spare = torch.empty(side, side, dtype=acc, device=z.device)
+        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side):
+            copy = spare[: i1 - i0, : j1 - j0]
+            _online_update(
+                run_max[i0:i1],
+                run_sum[i0:i1],
+                tile.amax(1),
+                partial(_exp_sum, tile, 1, out=copy),
+            )
+            if j0 != i0:  # the transposed tile: rows j0:j1 against columns i0:i1
+                _online_update(
+                    run_max[j0:j1],
+                    run_sum[j0:j1],
+                    tile.amax(0),
+                    partial(_exp_sum, tile, 0),
+                )
+        lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
+        ctx.save_for_backward(z, scale, bias, lse)
+        ctx.excluded, ctx.side = excluded, side
+        return lse
+
+    @staticmethod
+    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, None, None]:
+        z, scale, bias, lse = ctx.saved_tensors
+        side, excluded = ctx.side, ctx.excluded
+        acc, mm = acc_dtype(z), _mm_dtype(z)
+        z_mm = z.detach().to(mm)
+        n = z.shape[0]
+        g = grad_lse.to(acc)
+        finite_lse = torch.where(torch.isinf(lse), 0.0, lse)
+        grad_z = torch.zeros(z.shape, dtype=acc, device=z.device)
+        grad_r = torch.zeros(n, dtype=acc, device=z.device) if bias is not None else None
+        spare = torch.empty(side, side, dtype=acc, device=z.device)
+        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side):
+            # u_ij = w_ij + w_ji, the total weight of the unordered pair: p_ij g_i + p_ji g_j
+            rows_w = torch.sub(tile, finite_lse[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
+            rows_w.exp_().mul_(g[i0:i1, None])
+            cols_w = tile.sub_(finite_lse[None, j0:j1]).exp_().mul_(g[None, j0:j1])
+            u = rows_w.add_(cols_w)  # on a diagonal tile cols_w is rows_w transposed, as it must be
+            _accumulate(grad_z[i0:i1], grad_z[j0:j1] if j0 != i0 else None, u, z_mm[i0:i1], z_mm[j0:j1], mm)
+            if grad_r is not None:
+                grad_r[i0:i1] += u.sum(1)
+                if j0 != i0:
+                    grad_r[j0:j1] += u.sum(0)
+        # sum_k <z_k, sum_j u_kj z_j> counts every ordered pair twice
+        grad_scale = (z.detach().to(acc) * grad_z).sum() / 2 if ctx.needs_input_grad[1] else None
+        grad_z.mul_(scale)
+        return grad_z.to(z.dtype), grad_scale, grad_r, None, None
+
+
+def gaussian_logsumexp(z: Tensor, t: float, *, block_size: int | None) -> Tensor:
+    r""":math:`\log \sum_{i \ne j} e^{-t\lVert z_i - z_j\rVert^2}` over the ordered pairs of distinct rows, a scalar.
+
+    Through :func:`sym_row_logsumexp` with :math:`-t\lVert z_i - z_j\rVert^2 = 2t\langle z_i, z_j\rangle - t\lVert
+    z_i\rVert^2 - t\lVert z_j\rVert^2`, exact for embeddings of any norm.
+    """
+    sq = z.to(acc_dtype(z)).pow(2).sum(1)
+    rows = sym_row_logsumexp(z, scale=2.0 * t, bias=-t * sq, exclude_diagonal=True, block_size=block_size)
+    return torch.logsumexp(rows, dim=0)
