@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -42,3 +44,27 @@ def grad_pair(fn, z_a, z_b):
     """``fn(z_a, z_b)`` and its gradients with respect to both inputs: ``(value, grad_a, grad_b)``."""
     value = fn(z_a, z_b)
     return (value.detach(), *torch.autograd.grad(value, (z_a, z_b)))
+
+
+# Datasets for the tests that read real files: the tiny synthetic copies in tests/fixtures/ (every checkout has them;
+# tests/fixtures/make_fixtures.py writes them) and ../shared/data next to the repository (developer machines and CI).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA_SOURCES = {"fixtures": FIXTURES, "shared": SHARED_DATA}
+
+
+@pytest.fixture(params=list(DATA_SOURCES))
+def data_source(request, monkeypatch, tmp_path_factory) -> str:
+    """Run the test twice: on tests/fixtures (always) and on ../shared/data (skipped where this checkout has none).
+
+    ``CONTRASPHERE_DATA`` points at the chosen folder (the loaders look there first, so neither source can stand in
+    for the other), and ``CONTRASPHERE_CACHE`` at a session-wide folder of that source alone: the decoded images
+    and frozen-tower features of one are never returned for the other (some cache keys hold only image names).
+    Returns ``"fixtures"`` or ``"shared"``.
+    """
+    root = DATA_SOURCES[request.param]
+    if not root.is_dir():
+        pytest.skip(f"needs ../shared/data ({root} is absent); the 'fixtures' variant runs without it")
+    monkeypatch.setenv("CONTRASPHERE_DATA", str(root))
+    monkeypatch.setenv("CONTRASPHERE_CACHE", str(tmp_path_factory.getbasetemp() / f"cache-{request.param}"))
+    return request.param

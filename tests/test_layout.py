@@ -17,17 +17,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "contrasphere"
 
 # each core unit and the core units it may import (a unit may always import itself)
 CORE = {
-    "_validate": set(),
+    "errors": set(),
+    "_validate": {"errors"},
     "distributed": set(),
-    "io": set(),
-    "pairwise": {"_validate"},
-    "functional": {"_validate", "pairwise"},
-    "losses": {"_validate", "pairwise", "functional", "distributed"},
-    "metrics": {"_validate", "pairwise", "functional"},
-    "evaluation": {"_validate"},
-    "gradcache": {"_validate"},
-    "moco": {"_validate", "distributed"},
-    "viz": {"_validate"},
+    "io": {"errors"},
+    "pairwise": {"_validate", "errors"},
+    "functional": {"_validate", "pairwise", "errors"},
+    "losses": {"_validate", "pairwise", "functional", "distributed", "errors"},
+    "metrics": {"_validate", "pairwise", "functional", "errors"},
+    "evaluation": {"_validate", "errors"},
+    "gradcache": {"_validate", "errors"},
+    "moco": {"_validate", "distributed", "errors"},
+    "viz": {"_validate", "errors"},
     "__init__": {"functional", "losses", "metrics"},
 }
 UPPER = {  # the layers above the core, bottom up, and what each may import besides the core

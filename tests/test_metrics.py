@@ -123,3 +123,55 @@ def test_report_and_bad_input():
         metrics.uniformity(z, max_points=1)
     with pytest.raises(ValueError, match="chunk_size"):
         metrics.effective_rank(z, chunk_size=0)
+
+
+def test_large_inputs_are_checked_and_read_in_chunks(monkeypatch):
+    """The NaN/Inf check and every pass over the rows hold one chunk at a time, never a copy or a mask of the whole
+    input (the NaN/Inf check of ``contrasphere metrics`` on a 4M x 128 file made two whole-size masks: 6.1 GB peak).
+    """
+    from contrasphere import _validate as check
+
+    n, d, rows = 4000, 16, 100
+    z = sphere(n, d, seed=41).half()  # half precision: promoting the whole input to float32 would show too
+    positives = near(z.double(), 0.2).half()
+
+    def measure():
+        return {
+            "alignment": metrics.alignment(z, positives, chunk_size=rows),
+            "uniformity": metrics.uniformity(z, block_size=rows),
+            "effective_rank": metrics.effective_rank(z, chunk_size=rows),
+            "modality_gap": metrics.modality_gap(z, positives, chunk_size=rows),
+            "norms": metrics.norm_stats(z, chunk_size=rows)["mean"],
+        }
+
+    want = measure()
+    monkeypatch.setattr(check, "FINITE_CHUNK", rows * d)
+    monkeypatch.setattr(metrics, "_CHUNK", rows)
+    sizes = []
+
+    def spy(original):
+        def recorded(*args, **kwargs):
+            out = original(*args, **kwargs)
+            sizes.append(out.numel())
+            return out
+
+        return recorded
+
+    monkeypatch.setattr(torch, "isfinite", spy(torch.isfinite))
+    for method in ("float", "double", "to"):
+        monkeypatch.setattr(torch.Tensor, method, spy(getattr(torch.Tensor, method)))
+    got = measure()
+    assert got == pytest.approx(want, rel=1e-12)
+    assert sizes and max(sizes) <= rows * rows < n * d  # a chunk of rows (or one uniformity tile), not the input
+
+    # a NaN in the last chunk: found, and reported as the whole-tensor check reported it
+    bad = z.clone()
+    bad[-1, -1] = math.nan
+    bad[-1, 0] = math.inf
+    with pytest.raises(ValueError) as chunked:
+        metrics.report(bad)
+    monkeypatch.setattr(check, "FINITE_CHUNK", 10**9)
+    with pytest.raises(ValueError) as whole:
+        metrics.report(bad)
+    assert str(chunked.value) == str(whole.value)
+    assert "z contains 2 NaN or Inf value(s) out of 64000" in str(chunked.value)

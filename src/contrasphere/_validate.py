@@ -11,7 +11,7 @@ import functools
 import inspect
 import math
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -21,6 +21,8 @@ Rule = Callable[[Any, str], Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _HALF = (torch.float16, torch.bfloat16)
+# elements :func:`finite` checks at a time: its masks stay at a megabyte whatever the size of the tensor
+FINITE_CHUNK = 1 << 20
 
 
 def promote(z: Tensor) -> Tensor:
@@ -53,13 +55,37 @@ def embeddings(z: object, name: str = "z", *, min_rows: int = 1, why: str = "", 
 
 
 def finite(z: Tensor, name: str) -> None:
-    """Raise if ``z`` holds NaN or Inf, counting the bad values."""
-    bad = ~torch.isfinite(z.detach())
-    if bad.any():
-        raise ValueError(
-            f"{name} contains {int(bad.sum())} NaN or Inf value(s) out of {z.numel()}; the encoder diverged or "
-            "overflowed (in float16, try bfloat16 or a smaller learning rate) before the loss was called"
-        )
+    """Raise if ``z`` holds NaN or Inf, counting the bad values.
+
+    Checked in chunks of at most :data:`FINITE_CHUNK` elements (rows, or pieces of a longer row), so the masks stay
+    small however large ``z`` is (a 4M x 128 embedding file needs no 1 GB mask); one synchronisation for the whole
+    tensor, and a second pass that counts only when something is bad.
+    """
+    chunks = list(_chunks(z.detach(), FINITE_CHUNK))
+    if not chunks:
+        return
+    ok = torch.stack([torch.isfinite(c).all() for c in chunks])
+    if bool(ok.all()):
+        return
+    bad = sum(int((~torch.isfinite(c)).sum()) for c in chunks)
+    raise ValueError(
+        f"{name} contains {bad} NaN or Inf value(s) out of {z.numel()}; the encoder diverged or "
+        "overflowed (in float16, try bfloat16 or a smaller learning rate) before the loss was called"
+    )
+
+
+def _chunks(z: Tensor, size: int) -> Iterator[Tensor]:
+    """Views of ``z`` of at most ``size`` elements (whole rows where a row fits), covering it once."""
+    if z.ndim == 0 or z.numel() <= size:
+        if z.numel():
+            yield z
+        return
+    per_row = z.numel() // z.shape[0]
+    if per_row <= size:
+        yield from z.split(size // per_row)
+        return
+    for row in z:
+        yield from _chunks(row, size)
 
 
 def same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
@@ -106,6 +132,47 @@ def positive(value: float, name: str) -> float:
     return float(value)
 
 
+# Scores are multiplied by 1 / temperature (or by a scale); float32 (at most 3.4e38) must hold that factor times the
+# scores, their sums over a batch and the gradients, with room to spare. 1e-20 leaves 18 orders of magnitude; a
+# temperature in use lies between about 1e-3 and 10.
+MIN_TEMPERATURE = 1e-20
+MAX_SCALE = 1 / MIN_TEMPERATURE
+
+
+def temperature(value: float, name: str) -> float:
+    """Check a temperature or another divisor of the scores: a finite number of at least :data:`MIN_TEMPERATURE`.
+
+    ``positive`` alone lets 1e-40 through, a subnormal whose reciprocal overflows float32: every loss was NaN.
+    """
+    value = positive(value, name)
+    if value < MIN_TEMPERATURE:
+        raise ValueError(
+            f"{name} must be at least {MIN_TEMPERATURE:g}, got {value:g}: the scores are divided by it, and beyond "
+            f"{MAX_SCALE:g} the scaled scores, their sums and their gradients overflow float32 (NaN losses); "
+            "temperatures in use lie between about 1e-3 and 10"
+        )
+    return value
+
+
+def scale(value: float, name: str) -> float:
+    """Check a positive multiplier of the scores (uniformity's ``t``, a logit scale): at most :data:`MAX_SCALE`."""
+    return _at_most_max_scale(positive(value, name), name)
+
+
+def non_negative_scale(value: float, name: str) -> float:
+    """Check a multiplier of the scores that may be 0 (CACR's ``tau_pos``): in ``[0, MAX_SCALE]``."""
+    return _at_most_max_scale(non_negative(value, name), name)
+
+
+def _at_most_max_scale(value: float, name: str) -> float:
+    if value > MAX_SCALE:
+        raise ValueError(
+            f"{name} must be at most {MAX_SCALE:g}, got {value:g}: the scores are multiplied by it, and beyond that "
+            "the scaled scores, their sums and their gradients overflow float32 (NaN losses)"
+        )
+    return value
+
+
 def integer(value: object, name: str, minimum: int = 1, what: str = "") -> int:
     """Check a count-like hyperparameter: an ``int`` (not a ``bool``) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -120,13 +187,13 @@ def non_negative(value: float, name: str) -> float:
 
 
 def scale_tensor(value: Tensor | float, name: str) -> Tensor | float:
-    """Check a scalar multiplier that may be learnable (a 0-dim tensor); a float must be finite and > 0."""
+    """Check a scalar multiplier that may be learnable (a 0-dim tensor); a float must be in ``(0, MAX_SCALE]``."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
         finite(value, name)
         return value.reshape(())
-    return positive(value, name)
+    return scale(value, name)
 
 
 def labels(y: object, n: int, name: str = "labels") -> Tensor:

@@ -20,6 +20,7 @@ initialised process group everything here is the identity.
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
@@ -123,15 +124,17 @@ def all_reduce_mean(value: Tensor) -> Tensor:
     return value / world_size()
 
 
-def init_from_env(use_cuda: bool) -> bool:
+def init_from_env(use_cuda: bool, timeout: float = 600.0) -> bool:
     """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` set), unless one exists already.
 
-    NCCL when ``use_cuda`` and a GPU is present, else gloo. Returns whether this call created the group (and so
-    should destroy it with :func:`leave`).
+    NCCL when ``use_cuda`` and a GPU is present, else gloo. ``timeout`` (seconds) bounds how long a collective
+    waits for a rank that stopped answering before the job fails (PyTorch's default is 30 minutes). Returns
+    whether this call created the group (and so should destroy it with :func:`leave`).
     """
     if "WORLD_SIZE" not in os.environ or is_initialized():
         return False
-    dist.init_process_group("nccl" if use_cuda and torch.cuda.is_available() else "gloo")
+    backend = "nccl" if use_cuda and torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return True
 
 

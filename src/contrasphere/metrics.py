@@ -150,7 +150,7 @@ def uniformity(
     is ``N**2 D`` multiply-adds. ``max_points`` measures a uniformly drawn subset (seeded by ``seed``) instead, for
     very large sets.
     """
-    t = check.positive(t, "t")
+    t = check.scale(t, "t")
     z, inv = _prepare(
         z, "z", normalize, _CHUNK, min_rows=2, why="uniformity averages over pairs of distinct embeddings"
     )

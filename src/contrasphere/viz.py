@@ -10,6 +10,7 @@ embeddings, :func:`vmf_density` is the density itself.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
+from .errors import InputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,7 +31,7 @@ def _numpy(x: Any, name: str) -> NDArray[np.float64]:
         x = x.detach().cpu().numpy()
     array = np.asarray(x, dtype=np.float64)
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or Inf")
+        raise InputError(f"{name} contains NaN or Inf")
     return array
 
 
@@ -36,11 +39,11 @@ def angles_of(z: Any) -> NDArray[np.float64]:
     """Angles in ``[-pi, pi)`` of ``(N, 2)`` embeddings (projected onto the circle; zero rows are an error)."""
     points = _numpy(z, "z")
     if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(
+        raise InputError(
             f"z must have shape (N, 2) to lie on the circle S^1, got {points.shape}; train with 2-d outputs"
         )
     if (np.linalg.norm(points, axis=1) == 0).any():
-        raise ValueError("z has all-zero rows, which have no angle")
+        raise InputError("z has all-zero rows, which have no angle")
     return np.arctan2(points[:, 1], points[:, 0])
 
 
@@ -53,10 +56,10 @@ def vmf_density(angles: Any, grid: Any, *, kappa: float = 25.0) -> NDArray[np.fl
     from scipy.special import i0e
 
     if not (math.isfinite(kappa) and kappa > 0):
-        raise ValueError(f"kappa must be a finite number > 0, got {kappa}")
+        raise InputError(f"kappa must be a finite number > 0, got {kappa}")
     angles_np, grid_np = _numpy(angles, "angles").ravel(), _numpy(grid, "grid").ravel()
     if angles_np.size == 0:
-        raise ValueError("angles is empty: a density needs at least one point")
+        raise InputError("angles is empty: a density needs at least one point")
     kernel = np.exp(kappa * (np.cos(grid_np[:, None] - angles_np[None, :]) - 1.0))  # e^{k cos - k}
     density: NDArray[np.float64] = kernel.mean(1) / (2 * math.pi * i0e(kappa))
     return density
@@ -79,7 +82,7 @@ def _labels(labels: Any | None, n: int) -> NDArray[np.int64] | None:
         return None
     labels_np: NDArray[np.int64] = _numpy(labels, "labels").astype(np.int64).ravel()
     if labels_np.shape[0] != n:
-        raise ValueError(f"labels needs one entry per point ({n}), got {labels_np.shape[0]}")
+        raise InputError(f"labels needs one entry per point ({n}), got {labels_np.shape[0]}")
     return labels_np
 
 
@@ -154,7 +157,7 @@ def plot_circles(panels: Sequence[Mapping[str, Any]], path: str | Path, *, kappa
     captions, e.g. the linear accuracy of the 2-d features).
     """
     if not panels:
-        raise ValueError("panels is empty: give one mapping (z, labels, title) per encoder")
+        raise InputError("panels is empty: give one mapping (z, labels, title) per encoder")
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6), squeeze=False)
     for col, panel in enumerate(panels):
@@ -173,11 +176,11 @@ def plot_align_uniform(
     """
     plt = _pyplot()
     if not runs:
-        raise ValueError("runs is empty: give one mapping per encoder")
+        raise InputError("runs is empty: give one mapping per encoder")
     for i, run in enumerate(runs):
         missing = {"alignment", "uniformity", color_key} - set(run)
         if missing:
-            raise ValueError(f"run {i} lacks {sorted(missing)}")
+            raise InputError(f"run {i} lacks {sorted(missing)}")
     x = np.array([r["uniformity"] for r in runs], dtype=float)
     y = np.array([r["alignment"] for r in runs], dtype=float)
     c = np.array([r[color_key] for r in runs], dtype=float)
@@ -202,12 +205,12 @@ def plot_curves(
     """Curves of ``keys`` (e.g. alignment and uniformity on held-out data) against ``x_key``, one panel each."""
     plt = _pyplot()
     if not history:
-        raise ValueError("history is empty: give one mapping per logged step")
+        raise InputError("history is empty: give one mapping per logged step")
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         points = [(h[x_key], h[key]) for h in history if key in h and x_key in h]
         if not points:
-            raise ValueError(f"no entry of history has both {x_key!r} and {key!r}")
+            raise InputError(f"no entry of history has both {x_key!r} and {key!r}")
         xs, ys = zip(*points)
         ax.plot(xs, ys, marker="o", ms=3)
         ax.set_xlabel(x_key)
@@ -232,13 +235,13 @@ def plot_paths(
     ``label_key``; ``start`` (the common starting encoder) is drawn as a star.
     """
     if not paths:
-        raise ValueError("paths is empty: give one sequence of measurements per encoder")
+        raise InputError("paths is empty: give one sequence of measurements per encoder")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, points in paths.items():
         points = [p for p in points if x_key in p and y_key in p]
         if not points:
-            raise ValueError(f"path {name!r} has no point with both {x_key!r} and {y_key!r}")
+            raise InputError(f"path {name!r} has no point with both {x_key!r} and {y_key!r}")
         ax.plot([p[x_key] for p in points], [p[y_key] for p in points], marker="o", ms=3, label=name)
         if label_key in points[-1]:
             ax.annotate(f"{points[-1][label_key]:g}", (points[-1][x_key], points[-1][y_key]), fontsize=7)
@@ -259,7 +262,7 @@ def plot_recall(
 ) -> Path:
     """Retrieval recall@k as grouped bars, one panel per direction, one bar colour per run (fractions in [0, 1])."""
     if not runs:
-        raise ValueError("runs is empty: give one mapping of recalls per run")
+        raise InputError("runs is empty: give one mapping of recalls per run")
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(directions), figsize=(4 * len(directions), 3.2), sharey=True, squeeze=False)
     width = 0.8 / len(runs)
@@ -285,7 +288,7 @@ def plot_sweep(
 ) -> Path:
     """One or more curves over a swept hyperparameter, with optional horizontal baselines (named dashed lines)."""
     if not series or any(len(ys) != len(x) for ys in series.values()):
-        raise ValueError("series must map names to one value per x")
+        raise InputError("series must map names to one value per x")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for (name, ys), marker in zip(series.items(), "os^vD"):
@@ -305,6 +308,8 @@ def _save(fig: Figure, path: str | Path, plt: ModuleType) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # written whole, then renamed
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, path)
     return path

@@ -49,6 +49,27 @@ def test_spectral_matches_the_equation(mu):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("mu", [None, 1.0, 0.3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_gradient_is_finite_through_an_all_zero_row(mu, dtype):
+    # an encoder whose output has an all-zero row (e.g. a ReLU head on a dead input): the norm cap must not put a
+    # NaN into that row's gradient, which the encoder's weights would spread to every row
+    x = torch.randn(8, 6, dtype=dtype)
+    x[0] = 0.0
+    weight = (0.3 * torch.randn(6, 5, dtype=dtype)).requires_grad_()
+    z_b = (x @ weight.detach() + 0.2 * torch.randn(8, 5, dtype=dtype)).requires_grad_()
+    loss = CF.spectral_contrastive(x @ weight, z_b, mu=mu)
+    grad_w, grad_b = torch.autograd.grad(loss, (weight, z_b))
+    assert torch.isfinite(loss) and torch.isfinite(grad_w).all() and torch.isfinite(grad_b).all()
+    # the cap is inactive near a zero row, so the gradient is the loss's own: the equation (with F.normalize's
+    # guarded norm) and central differences in float64 agree
+    z_a = (x.double() @ weight.detach().double()).requires_grad_()
+    b64 = z_b.detach().double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: CF.spectral_contrastive(a, b, mu=mu), (z_a, b64))
+    got = torch.autograd.grad(CF.spectral_contrastive(z_a, b64, mu=mu), z_a)[0]
+    assert torch.isfinite(got).all() and got[0].abs().sum() > 0  # the zero row is still pulled towards its positive
+
+
 def test_sinkhorn_and_swav_match_reference():
     z_a = sphere(24, 6, seed=68, grad=True)
     z_b = near(z_a, 0.4).requires_grad_()

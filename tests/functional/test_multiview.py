@@ -142,6 +142,87 @@ def test_macl_matches_authors_code(schedule, variant, coefficient):
         CF.macl(z_a, z_b, schedule="cosine")
 
 
+def _macl_decimal(a, b, temperature, alpha, schedule):
+    """MACL's loss and gradients in 60-digit decimal arithmetic, from the authors' formula (W and tau held fixed).
+
+    ``mean_i -W_i log P_ii`` with ``P = softmax(<a_i, b_j> / tau)`` and ``W_i = 1 / sum_{j != i} P_ij``; its gradient
+    in the logits is ``W_i (P_ij - [i = j]) / (N tau)``, so ``grad_a = G b`` and ``grad_b = G^T a``. Written from the
+    equation, not from the library's rewrite; Decimal's exp and ln are correctly rounded at any exponent, and the two
+    quantities that cancel (``-log P_ii`` and ``1 - P_ii``) are formed from the negatives' mass directly.
+    """
+    import decimal
+    from decimal import Decimal
+
+    with decimal.localcontext(decimal.Context(prec=60, Emax=10**9, Emin=-(10**9))):
+        a_d = [[Decimal(x) for x in row] for row in a.tolist()]  # float64 values, exactly
+        b_d = [[Decimal(x) for x in row] for row in b.tolist()]
+        n, d = len(a_d), len(a_d[0])
+        logits = [[sum(x * y for x, y in zip(ai, bj)) for bj in b_d] for ai in a_d]
+        mean_positive = sum(logits[i][i] for i in range(n)) / n
+        t0 = Decimal(temperature)
+        tau = t0 * Decimal(alpha) ** mean_positive if schedule == "power" else t0 * (1 + Decimal(alpha) * mean_positive)
+        loss, grad_logits = Decimal(0), []
+        for i in range(n):
+            scores = [x / tau for x in logits[i]]
+            e = [(x - max(scores)).exp() for x in scores]
+            negatives = sum(e[:i] + e[i + 1 :])
+            total = negatives + e[i]
+            r = negatives / e[i]  # -log P_ii = log(1 + r), by its series where 1 + r would round to 1
+            nll = r - r * r / 2 + r * r * r / 3 if r < Decimal("1e-25") else (1 + r).ln()
+            weight = total / negatives
+            loss += weight * nll / n
+            row = [weight * e[j] / total / (n * tau) for j in range(n)]
+            row[i] = -weight * (negatives / total) / (n * tau)  # W_i (P_ii - 1), without the cancellation
+            grad_logits.append(row)
+        grad_a = [[sum(grad_logits[i][j] * b_d[j][k] for j in range(n)) for k in range(d)] for i in range(n)]
+        grad_b = [[sum(grad_logits[i][j] * a_d[i][k] for i in range(n)) for k in range(d)] for j in range(n)]
+
+    def as_tensor(rows):
+        return torch.tensor([[float(x) for x in row] for row in rows], dtype=torch.float64)
+
+    return torch.tensor(float(loss), dtype=torch.float64), as_tensor(grad_a), as_tensor(grad_b)
+
+
+MACL_TEMPERATURES = [1.0, 0.3, 0.1, 0.05, 0.02, 0.015, 0.01, 5e-3, 2e-3, 1e-3]
+
+
+@pytest.mark.parametrize("schedule,alpha", [("power", 2.0), ("linear", 1.0)])
+@pytest.mark.parametrize("noise", [0.3, 1.5])  # positives close (the weights explode) and far (hard rows)
+def test_macl_float32_and_float64_agree_with_exact_arithmetic_at_small_temperatures(schedule, alpha, noise):
+    z_a = sphere(12, 5, seed=96, dtype=torch.float32)
+    z_b = near(z_a, noise, seed=97)
+    for temperature in MACL_TEMPERATURES:
+        exact = _macl_decimal(z_a.double(), z_b.double(), temperature, alpha, schedule)
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
+            a, b = z_a.to(dtype).requires_grad_(), z_b.to(dtype).requires_grad_()
+            got = grad_pair(lambda x, y: CF.macl(x, y, temperature=temperature, alpha=alpha, schedule=schedule), a, b)
+            for part, g, want in zip(("loss", "grad z_a", "grad z_b"), got, exact):
+                atol = tol * float(want.abs().max())  # a gradient's small entries, relative to its scale
+                torch.testing.assert_close(
+                    g.double(), want, rtol=tol, atol=atol, msg=lambda m: f"{dtype} T={temperature} {part}: {m}"
+                )
+
+
+def test_macl_stays_finite_below_the_tested_temperatures():
+    z_a = sphere(12, 5, seed=98, dtype=torch.float32, grad=True)
+    z_b = near(z_a, 0.3, seed=99).requires_grad_()
+    for temperature in (5e-4, 2e-4, 1e-4):
+        for dtype in (torch.float32, torch.float64):
+            a, b = z_a.detach().to(dtype).requires_grad_(), z_b.detach().to(dtype).requires_grad_()
+            value, grad_a, grad_b = grad_pair(lambda x, y: CF.macl(x, y, temperature=temperature), a, b)
+            assert torch.isfinite(value) and torch.isfinite(grad_a).all() and torch.isfinite(grad_b).all()
+
+
+def test_macl_refuses_a_schedule_that_takes_the_temperature_to_zero():
+    z_a = sphere(6, 4, seed=100)
+    # the linear schedule tau_0 (1 + alpha A) crosses 0 at A = -1 / alpha: antipodal "positives" give A = -1
+    with pytest.raises(ValueError, match=r"temperature .* is -0.1 at the batch's mean positive similarity A = -1"):
+        CF.macl(z_a, -z_a, schedule="linear", alpha=2.0)
+    with pytest.raises(ValueError, match="at least 1e-20"):  # tau_0 alpha^A = 0.1 * 1e-30 at A = -1
+        CF.macl(z_a, -z_a, alpha=1e30)
+    assert torch.isfinite(CF.macl(z_a, near(z_a, 0.3), schedule="linear", alpha=1.0))
+
+
 # --- decoupled uniformity / KCL, against the authors' DecoupledUniformityLoss --------------------------------------
 @pytest.mark.parametrize("kernel,with_prior", [("rbf", False), ("rbf", True), ("cosine", True)])
 def test_decoupled_uniformity_matches_authors_code(kernel, with_prior):

@@ -254,12 +254,13 @@ def test_a_bad_hyperparameter_fails_at_construction_with_the_functions_message(n
 
 
 def test_every_float_with_a_positive_rule_is_checked():
-    """What the loop above covers, named: every float hyperparameter that must be positive is refused at -1."""
+    """What the loop above covers, named: every float hyperparameter that must be positive is refused at -1
+    (temperatures and score scales are positive numbers with a bound, see test_bounds.py)."""
     covered = [
         (name, h)
         for name in GENERIC
         for h, rule in hyperparameter_rules(loss_spec(name).fn).items()
-        if h in loss_spec(name).hyperparameters and getattr(rule, "__name__", "") == "positive"
+        if h in loss_spec(name).hyperparameters and getattr(rule, "__name__", "") in ("positive", "temperature", "scale")
     ]
     assert (
         ("nt_xent", "temperature") in covered and ("align_uniform", "t") in covered and ("swav", "epsilon") in covered

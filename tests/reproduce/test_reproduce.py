@@ -1,4 +1,8 @@
-"""The reproductions end to end at a tiny budget: the report folder, and every number in it traceable to runs.json."""
+"""The reproductions end to end at a tiny budget: the report folder, and every number in it traceable to runs.json.
+
+Each runs twice (the ``data_source`` fixture of tests/conftest.py): on the tiny synthetic datasets of tests/fixtures,
+which every checkout has, and on ../shared/data where it exists (skipped elsewhere).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,17 @@ import re
 
 import pytest
 import scipy.stats
+from conftest import DATA_SOURCES
 
 from contrasphere.cli import main
 from contrasphere.reproduce import run as reproduce
+from contrasphere.train import data as D
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("CONTRASPHERE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+NEEDS = {  # what each experiment reads
+    "vision": ["cifar10"],
+    "language": ["wiki1m_head", "sts"],
+    "image-text": ["flickr8k"],
+}
 
 
 def _table(report: str, first_header: str) -> list[list[str]]:
@@ -34,7 +41,10 @@ def _close(cell: str, value: float) -> bool:
     return float(cell) == pytest.approx(value, rel=1e-3, abs=1e-3)
 
 
-def _run(tmp_path, experiment: str, capsys) -> tuple[dict, str]:
+def _run(tmp_path, experiment: str, capsys, source: str) -> tuple[dict, str]:
+    root = DATA_SOURCES[source].resolve()
+    for name in NEEDS[experiment]:  # the run reads this source, and only it
+        assert D.find_data(name, None, "").resolve().is_relative_to(root), name
     out = tmp_path / experiment
     assert main(["reproduce", experiment, "--budget", "0.05", "--out", str(out), "--no-progress"]) == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
@@ -47,8 +57,8 @@ def _run(tmp_path, experiment: str, capsys) -> tuple[dict, str]:
 
 
 @pytest.mark.slow
-def test_vision_report(tmp_path, capsys):
-    raw, report = _run(tmp_path, "vision", capsys)
+def test_vision_report(data_source, tmp_path, capsys):
+    raw, report = _run(tmp_path, "vision", capsys, data_source)
     runs = raw["runs"]
     assert len(runs) >= 3 and {r["family"] for r in runs} >= {"contrastive"}
     rows = {row[0]: row for row in _table(report, "encoder")}
@@ -69,8 +79,8 @@ def test_vision_report(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_language_report(tmp_path, capsys):
-    raw, report = _run(tmp_path, "language", capsys)
+def test_language_report(data_source, tmp_path, capsys):
+    raw, report = _run(tmp_path, "language", capsys, data_source)
     runs = raw["runs"]
     assert set(runs) == {"pretrained", "info_nce", "align_uniform"}
     rows = {row[0]: row for row in _table(report, "encoder")}
@@ -90,8 +100,8 @@ def test_language_report(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_image_text_report(tmp_path, capsys):
-    raw, report = _run(tmp_path, "image-text", capsys)
+def test_image_text_report(data_source, tmp_path, capsys):
+    raw, report = _run(tmp_path, "image-text", capsys, data_source)
     rows = _table(report, "heads")
     assert [row[0] for row in rows][1:] == ["clip", "siglip", "align_uniform"]
     for row in rows:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..errors import UserError
 from . import eval_cmd, list_cmd, metrics_cmd, plot_cmd, reproduce_cmd, train_cmd
 
 _COMMANDS = {
@@ -34,10 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(_COMMANDS[args.command].run(args))
-    except (ValueError, TypeError, KeyError, ImportError, FileNotFoundError) as err:
+    except (UserError, ImportError) as err:  # what the project says about the input (or a missing extra)
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"contrasphere {args.command}: error: {message}", file=sys.stderr)
         return 2
+    # anything else is a bug in contrasphere: it keeps its traceback
 
 
 if __name__ == "__main__":  # pragma: no cover

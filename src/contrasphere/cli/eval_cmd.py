@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ..errors import ConfigError
 from .train_cmd import print_summary
 
 
@@ -34,11 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..train.config import apply_overrides
+    from ..train.rundir import write_atomic
     from ..train.runs import evaluate_run, load_run
 
     bad = [o for o in args.overrides if not o.startswith("eval.")]
     if bad:
-        raise ValueError(f"eval only overrides eval.* fields, got {', '.join(bad)}; retrain to change the others")
+        raise ConfigError(f"eval only overrides eval.* fields, got {', '.join(bad)}; retrain to change the others")
     began = time.perf_counter()
     recipe, task, model, state = load_run(args.checkpoint, args.device)
     apply_overrides(recipe, args.overrides)
@@ -46,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     folder = folder if folder.is_dir() else folder.parent
     results = evaluate_run(folder, task, model, recipe, steps=int(state["step"]))
     results["eval_seconds"] = time.perf_counter() - began
-    (folder / "eval.json").write_text(json.dumps(results, indent=2))
+    write_atomic(folder / "eval.json", json.dumps(results, indent=2))
     print_summary(results, folder)
     return 0

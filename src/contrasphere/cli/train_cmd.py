@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import ConfigError
+
 EPILOG = """examples:
   contrasphere train digits                          # the demo: about a minute on a laptop CPU
   contrasphere train cifar10-nt-xent --set train.epochs=5 --set data.batch_size=256
@@ -43,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tiny", action="store_true", help="the recipe's tiny preset: a few steps on a few samples")
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="discard the run already in the folder and start again")
     p.add_argument("--show", action="store_true", help="print the full recipe as JSON and exit")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the evaluation and report")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -60,9 +63,13 @@ def load_recipe(name: str, tiny: bool, overrides: list[str]):
     from ..train.recipes import get_recipe
 
     if name.endswith(".json"):
-        recipe = Recipe.from_dict(json.loads(Path(name).read_text()))
+        try:
+            saved = json.loads(Path(name).read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot read the recipe {name}: {err}") from None
+        recipe = Recipe.from_dict(saved)
         if tiny:
-            raise ValueError("--tiny applies to registered recipes, not to a recipe.json")
+            raise ConfigError("--tiny applies to registered recipes, not to a recipe.json")
         return apply_overrides(recipe, overrides)
     return get_recipe(name, "tiny" if tiny else "default", overrides)
 
@@ -70,6 +77,7 @@ def load_recipe(name: str, tiny: bool, overrides: list[str]):
 def run(args: argparse.Namespace) -> int:
     from ..distributed import rank
     from ..train import train
+    from ..train.rundir import write_atomic
     from ..train.runs import evaluate_run
 
     recipe = load_recipe(args.recipe, args.tiny, args.overrides)
@@ -80,20 +88,26 @@ def run(args: argparse.Namespace) -> int:
     if rank() == 0:
         print(f"contrasphere train {recipe.name}: {recipe.description}\n  run folder: {out}", file=sys.stderr)
     began = time.perf_counter()
-    result = train(recipe, out, resume=args.resume, progress=args.progress, stop_after=args.stop_after)
+    result = train(
+        recipe, out, resume=args.resume, overwrite=args.overwrite, progress=args.progress, stop_after=args.stop_after
+    )
     seconds = time.perf_counter() - began
     if rank() != 0:
         return 0
     if result["step"] < result["total_steps"]:
         print(f"stopped at step {result['step']} of {result['total_steps']}; continue with --resume", file=sys.stderr)
         return 0
+    trained = result["step"] - result["start_step"]
     if not args.evaluate:
-        print(f"trained {result['step']} steps in {seconds:.1f} s; checkpoint: {out / 'checkpoint.pt'}")
+        print(
+            f"trained {trained} steps in {seconds:.1f} s (now at step {result['step']}); "
+            f"checkpoint: {out / 'checkpoint.pt'}"
+        )
         return 0
     results = evaluate_run(out, result["task"], result["model"], recipe, steps=result["step"])
     results["train_seconds"] = seconds
     results["total_seconds"] = time.perf_counter() - began
-    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    write_atomic(out / "eval.json", json.dumps(results, indent=2))
     print_summary(results, out)
     return 0
 

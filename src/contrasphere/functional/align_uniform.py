@@ -49,7 +49,7 @@ def alignment(z_a: Tensor, z_b: Tensor, *, alpha: float = 2.0) -> Tensor:
     return distances.pow(alpha).mean()
 
 
-@check.hyperparameters(t=check.positive)
+@check.hyperparameters(t=check.scale)
 def uniformity(
     z: Tensor, *, t: float = 2.0, offset: UniformityOffset = "none", block_size: int | None = None
 ) -> Tensor:
@@ -94,7 +94,7 @@ def uniformity_optimum(dim: int, t: float = 2.0) -> float:
     Uses ``scipy.special.hyp0f1`` (install the ``stats`` extra).
     """
     check.integer(dim, "dim", 2, " (the sphere S^(dim-1) in R^dim)")
-    t = check.positive(t, "t")
+    t = check.scale(t, "t")
     try:
         from scipy.special import hyp0f1
     except ImportError as err:  # pragma: no cover - exercised only without scipy
@@ -113,7 +113,7 @@ def _offset(offset: str, t: float, dim: int) -> float:
 
 
 @check.hyperparameters(
-    align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.positive
+    align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.scale
 )
 def align_uniform(
     z_a: Tensor,
@@ -152,7 +152,7 @@ def check_weights(align_weight: float, uniform_weight: float) -> tuple[float, fl
     return align_weight, uniform_weight
 
 
-@check.hyperparameters(t=check.positive)
+@check.hyperparameters(t=check.scale)
 def uniformity_with_queue(
     q: Tensor, queue: Tensor, *, t: float = 2.0, intra_batch: bool = True, block_size: int | None = None
 ) -> Tensor:

@@ -56,15 +56,17 @@ def spectral_contrastive(z_a: Tensor, z_b: Tensor, *, mu: float | None = 1.0) ->
     a, b = z_a.to(dtype), z_b.to(dtype)
     if mu is not None:
         radius = math.sqrt(mu)
-        a = a * (radius / torch.linalg.vector_norm(a, dim=1, keepdim=True)).clamp(max=1.0)
-        b = b * (radius / torch.linalg.vector_norm(b, dim=1, keepdim=True)).clamp(max=1.0)
+        # min(1, radius / norm) as radius / max(norm, radius): an all-zero row gets the factor 1 and a finite
+        # gradient (radius / 0 = inf, clamped, would send 0 * inf = NaN back through the norm to the whole encoder)
+        a = a * (radius / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min(radius))
+        b = b * (radius / torch.linalg.vector_norm(b, dim=1, keepdim=True).clamp_min(radius))
     n = a.shape[0]
     positive = (a * b).sum(1)
     all_squares = ((a.T @ a) * (b.T @ b)).sum()  # sum_ij <a_i, b_j>^2
     return -2.0 * positive.mean() + (all_squares - positive.pow(2).sum()) / (n * (n - 1))
 
 
-@check.hyperparameters(epsilon=check.positive, iterations=check.integer)
+@check.hyperparameters(epsilon=check.temperature, iterations=check.integer)
 @torch.no_grad()
 def sinkhorn(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
     r"""SwAV's equipartitioned soft assignments of ``N`` samples to ``K`` prototypes (Sinkhorn-Knopp).
@@ -82,7 +84,7 @@ def sinkhorn(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3) -> T
     return torch.exp(log_q + math.log(n))
 
 
-@check.hyperparameters(temperature=check.positive, epsilon=check.positive, sinkhorn_iterations=check.integer)
+@check.hyperparameters(temperature=check.temperature, epsilon=check.temperature, sinkhorn_iterations=check.integer)
 def swav(
     z_a: Tensor,
     z_b: Tensor,

@@ -37,7 +37,7 @@ def _dot(z_a: Tensor, z_b: Tensor) -> Tensor:
     return (z_a.to(dtype) * z_b.to(dtype)).sum(1)
 
 
-@check.hyperparameters(temperature=check.positive)
+@check.hyperparameters(temperature=check.temperature)
 def info_nce(
     z_a: Tensor,
     z_b: Tensor,
@@ -71,7 +71,7 @@ def info_nce(
     return (lse - scale * _dot(z_a, z_b)).mean()
 
 
-@check.hyperparameters(temperature=check.positive)
+@check.hyperparameters(temperature=check.temperature)
 def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, block_size: int | None = None) -> Tensor:
     r"""NT-Xent, SimCLR's loss over ``2N`` views: each view must pick out its partner among the other ``2N - 1``.
 
@@ -151,7 +151,7 @@ def siglip_loss(
     return (total - (logit_scale * _dot(z_a, z_b) + logit_bias).sum()) / z_a.shape[0]
 
 
-@check.hyperparameters(temperature=check.positive, base_temperature=check.optional(check.positive))
+@check.hyperparameters(temperature=check.temperature, base_temperature=check.optional(check.temperature))
 def supcon(
     z: Tensor,
     labels: Tensor,
@@ -221,7 +221,7 @@ def _dcl_direction(
     return (positive + torch.logaddexp(same_view, other_view)).mean()
 
 
-@check.hyperparameters(temperature=check.positive)
+@check.hyperparameters(temperature=check.temperature)
 def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, block_size: int | None = None) -> Tensor:
     r"""Decoupled contrastive loss: InfoNCE with the positive pair removed from the denominator.
 
@@ -243,7 +243,7 @@ def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, block_size: int |
     ) / 2
 
 
-@check.hyperparameters(temperature=check.positive, sigma=check.positive)
+@check.hyperparameters(temperature=check.temperature, sigma=check.temperature)
 def dclw(
     z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, sigma: float = 0.5, block_size: int | None = None
 ) -> Tensor:

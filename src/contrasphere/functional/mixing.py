@@ -55,7 +55,7 @@ def mochi_negatives(
     return F.normalize(torch.cat([mixed, with_query], dim=1), dim=2)
 
 
-@check.hyperparameters(temperature=check.positive)
+@check.hyperparameters(temperature=check.temperature)
 def mochi(
     q: Tensor,
     k: Tensor,
@@ -124,7 +124,7 @@ def mix_inputs(
     return weight * x + (1 - weight) * x[mix_index], mix_index, lam
 
 
-@check.hyperparameters(temperature=check.positive)
+@check.hyperparameters(temperature=check.temperature)
 def i_mix(
     z_a: Tensor,
     z_b: Tensor,
@@ -164,7 +164,7 @@ def i_mix(
     return (lse - scale * target).mean()
 
 
-@check.hyperparameters(temperature=check.positive)
+@check.hyperparameters(temperature=check.temperature)
 def feature_transformation(
     q: Tensor,
     k: Tensor,

@@ -11,7 +11,7 @@ from .align_uniform import alignment, check_weights, uniformity_with_queue
 from .contrastive import _dot, _pair
 
 
-@check.hyperparameters(temperature=check.positive)
+@check.hyperparameters(temperature=check.temperature)
 def moco_info_nce(
     q: Tensor, k: Tensor, queue: Tensor, *, temperature: float = 0.2, block_size: int | None = None
 ) -> Tensor:
@@ -39,7 +39,7 @@ def moco_info_nce(
 
 
 @check.hyperparameters(
-    align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.positive
+    align_weight=check.non_negative, uniform_weight=check.non_negative, alpha=check.positive, t=check.scale
 )
 def align_uniform_queue(
     q: Tensor,

@@ -19,7 +19,7 @@ from ..pairwise import sym_row_logsumexp
 from .contrastive import _dot, _pair
 
 
-@check.hyperparameters(temperature=check.positive, tau_plus=check.non_negative, beta=check.non_negative)
+@check.hyperparameters(temperature=check.temperature, tau_plus=check.non_negative, beta=check.non_negative)
 def hard_negative_nt_xent(
     z_a: Tensor,
     z_b: Tensor,
@@ -73,7 +73,7 @@ def hard_negative_nt_xent(
     return (torch.logaddexp(s_pos, log_ng) - s_pos).mean()
 
 
-@check.hyperparameters(temperature=check.positive, tau_plus=check.non_negative)
+@check.hyperparameters(temperature=check.temperature, tau_plus=check.non_negative)
 def debiased_nt_xent(
     z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, tau_plus: float = 0.1, block_size: int | None = None
 ) -> Tensor:

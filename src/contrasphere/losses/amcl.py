@@ -50,7 +50,8 @@ class AMCLLoss(nn.Module):
         super().__init__()
         for name, value in (("dim", dim), ("num_heads", num_heads), ("topk", topk)):
             check.integer(value, name)
-        if not 0.0 < tau_min < tau_max:
+        tau_min, tau_max = check.temperature(tau_min, "tau_min"), check.temperature(tau_max, "tau_max")
+        if not tau_min < tau_max:
             raise ValueError(f"need 0 < tau_min < tau_max, got {tau_min} and {tau_max}")
         self.dim, self.num_heads, self.topk = dim, num_heads, topk
         self.beta, self.tau_min, self.tau_max = check.non_negative(beta, "beta"), float(tau_min), float(tau_max)

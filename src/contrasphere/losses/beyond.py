@@ -48,8 +48,8 @@ class SwAVLoss(nn.Module):
         super().__init__()
         check.integer(num_prototypes, "num_prototypes", 2)
         self.prototypes = nn.Parameter(torch.nn.functional.normalize(torch.randn(num_prototypes, dim), dim=1))
-        self.temperature = check.positive(temperature, "temperature")
-        self.epsilon = check.positive(epsilon, "epsilon")
+        self.temperature = check.temperature(temperature, "temperature")
+        self.epsilon = check.temperature(epsilon, "epsilon")
         self.sinkhorn_iterations = check.integer(sinkhorn_iterations, "sinkhorn_iterations")
 
     def function_kwargs(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import _validate as check
 from .. import functional as CF
 from .registry import function_loss, register_loss
 
@@ -59,8 +60,8 @@ class CLIPLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.block_size = block_size
-        if not (math.isfinite(init_temperature) and init_temperature > 0):
-            raise ValueError(f"init_temperature must be a finite number > 0, got {init_temperature}")
+        init_temperature = check.temperature(init_temperature, "init_temperature")
+        max_logit_scale = check.scale(max_logit_scale, "max_logit_scale")
         if not max_logit_scale >= 1 / init_temperature:
             raise ValueError(
                 f"max_logit_scale ({max_logit_scale}) must be at least 1 / init_temperature ({1 / init_temperature:g})"
@@ -105,8 +106,7 @@ class SigLIPLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.block_size = block_size
-        if not (math.isfinite(init_logit_scale) and init_logit_scale > 0):
-            raise ValueError(f"init_logit_scale must be a finite number > 0, got {init_logit_scale}")
+        init_logit_scale = check.scale(init_logit_scale, "init_logit_scale")
         log_scale, bias = torch.tensor(math.log(init_logit_scale)), torch.tensor(float(init_logit_bias))
         if learnable:
             self.log_logit_scale, self.logit_bias = nn.Parameter(log_scale), nn.Parameter(bias)

@@ -71,7 +71,8 @@ class ISogCLRLoss(nn.Module):
         check.integer(num_samples, "num_samples", 2, " (the training set's size)")
         if not 0 < gamma <= 1 or not 0 < beta_u <= 1:
             raise ValueError(f"gamma and beta_u are moving-average weights in (0, 1], got {gamma} and {beta_u}")
-        if not 0 < tau_min <= tau_init <= tau_max:
+        tau_min = check.temperature(tau_min, "tau_min")
+        if not tau_min <= tau_init <= tau_max:
             raise ValueError(f"need 0 < tau_min <= tau_init <= tau_max, got {tau_min}, {tau_init}, {tau_max}")
         self.gamma, self.rho, self.eta, self.beta_u = gamma, check.non_negative(rho, "rho"), eta, beta_u
         self.tau_min, self.tau_max, self.grad_clip = tau_min, tau_max, check.positive(grad_clip, "grad_clip")

@@ -49,7 +49,7 @@ class FeatureTransformationLoss(nn.Module):
         block_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.temperature = check.positive(temperature, "temperature")
+        self.temperature = check.temperature(temperature, "temperature")
         self.pos_alpha, self.neg_alpha = check.positive(pos_alpha, "pos_alpha"), check.positive(neg_alpha, "neg_alpha")
         self.normalize_positives, self.block_size = bool(normalize_positives), block_size
 

@@ -79,9 +79,9 @@ class SymileLoss(nn.Module):
     def __init__(self, init_temperature: float = 0.07, max_logit_scale: float = 100.0, block_size: int | None = None):
         super().__init__()
         self.block_size = block_size
-        temperature = check.positive(init_temperature, "init_temperature")
+        temperature = check.temperature(init_temperature, "init_temperature")
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
-        self.max_logit_scale = check.positive(max_logit_scale, "max_logit_scale")
+        self.max_logit_scale = check.scale(max_logit_scale, "max_logit_scale")
 
     def function_kwargs(self) -> dict[str, Any]:
         """What ``forward`` passes to :func:`contrasphere.functional.symile` besides the inputs."""

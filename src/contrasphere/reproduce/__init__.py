@@ -8,7 +8,10 @@ approach the paper's scale on a GPU; the tests run a tiny budget.
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 EXPERIMENTS = ("vision", "language", "image-text")
+MAX_BUDGET = 100.0  # 200 epochs per vision encoder: the paper's length
 
 
 def run(experiment: str, out: str, budget: float = 1.0, progress: bool = True) -> dict:
@@ -19,7 +22,10 @@ def run(experiment: str, out: str, budget: float = 1.0, progress: bool = True) -
     elif experiment == "image-text":
         from .image_text import run as go
     else:
-        raise ValueError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
-    if not budget > 0:
-        raise ValueError(f"budget must be positive (1.0 is the default), got {budget}")
+        raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+    if not 0 < budget <= MAX_BUDGET:
+        raise ConfigError(
+            f"budget must be positive and at most {MAX_BUDGET:g} (1.0 is the default, sized for an hour on 2 CPU "
+            f"cores; 10 is a GPU-scale run), got {budget}"
+        )
     return go(out, budget=budget, progress=progress)

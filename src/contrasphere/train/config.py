@@ -18,12 +18,16 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import ConfigError
 from .augment import AugmentConfig
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 Dataset = Literal[
     "digits", "cifar10", "torchvision-cifar10", "torchvision-stl10", "image-folder", "wiki1m", "text-lines", "flickr8k"
@@ -83,12 +87,13 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per optimiser step (gradient accumulation)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast; fp16: autocast + loss scaling (CUDA)
     seed: int = 0
-    device: str = "auto"  # auto (cuda when available), cpu, cuda
+    device: str = "auto"  # auto (cuda when available), cpu, cuda or cuda:N
     checkpoint_every: int = 0  # steps between checkpoints; 0: at the end of every epoch
     heldout_samples: int = 1000  # held-out images/sentences for alignment and uniformity each epoch
     heldout_every: int = 0  # also measure them every this many steps within an epoch; 0: at epoch ends only
     log_every: int = 10  # steps between progress lines when tqdm is not installed
     threads: int = 0  # torch CPU threads; 0: PyTorch's default
+    dist_timeout: float = 600.0  # seconds a collective may wait for a silent rank before the job fails
 
 
 @dataclass
@@ -131,12 +136,12 @@ class Recipe:
 
 def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
     if not isinstance(d, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'recipe'} must be a JSON object, got {type(d).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'recipe'} must be a JSON object, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"unknown recipe key(s) {', '.join(prefix + k for k in unknown)}")
+        raise ConfigError(f"unknown recipe key(s) {', '.join(prefix + k for k in unknown)}")
     values = {}
     for key, value in d.items():
         kind = hints[key]
@@ -170,7 +175,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         return value
     if kind is Any:
         return value
-    raise ValueError(f"{key}={value!r} is not a valid {getattr(kind, '__name__', kind)}")
+    raise ConfigError(f"{key}={value!r} is not a valid {getattr(kind, '__name__', kind)}")
 
 
 def all_keys(obj: Any = None, prefix: str = "") -> list[str]:
@@ -230,9 +235,9 @@ def _parse(text: str, kind: Any, key: str) -> Any:
     else:
         raise TypeError(f"cannot set {key}: unsupported type {kind}")
     if origin is Literal:
-        raise ValueError(f"{key} must be one of {', '.join(map(str, args))}, got {text!r}")
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}, got {text!r}")
     name = getattr(kind, "__name__", str(kind))
-    raise ValueError(f"{key}={text!r} is not a valid {name}")
+    raise ConfigError(f"{key}={text!r} is not a valid {name}")
 
 
 def _loss_arguments(name: str) -> list[str]:
@@ -249,7 +254,7 @@ def _set_loss_argument(recipe: Recipe, argument: str, text: str) -> None:
     if known and argument not in known:
         close = difflib.get_close_matches(argument, known, n=3)
         hint = f"; did you mean {', '.join('loss.args.' + c for c in close)}?" if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"loss {recipe.loss.name!r} has no argument {argument!r}{hint} (its arguments: {', '.join(known)})"
         )
     try:
@@ -264,7 +269,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
     overrides = sorted(overrides, key=lambda item: not item.replace(" ", "").startswith("loss.name="))
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         key, text = (part.strip() for part in item.split("=", 1))
         parts = key.split(".")
         if parts[:2] == ["loss", "args"] and len(parts) == 3:
@@ -276,7 +281,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
         if not dataclasses.is_dataclass(target) or parts[-1] not in {f.name for f in dataclasses.fields(target)}:
             close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown recipe key {key!r}{hint} (see `contrasphere train RECIPE --show`)")
+            raise ConfigError(f"unknown recipe key {key!r}{hint} (see `contrasphere train RECIPE --show`)")
         value = _parse(text, typing.get_type_hints(type(target))[parts[-1]], key)
         if key == "loss.name" and value != recipe.loss.name:
             recipe.loss.args = {}
@@ -294,7 +299,7 @@ def _check_choices(obj: Any, prefix: str = "") -> None:
             _check_choices(value, f"{prefix}{f.name}.")
         elif typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
             allowed = ", ".join(map(str, typing.get_args(kind)))
-            raise ValueError(f"{prefix}{f.name} must be one of {allowed}, got {value!r}")
+            raise ConfigError(f"{prefix}{f.name} must be one of {allowed}, got {value!r}")
 
 
 def _check_encoder_options(model: ModelConfig, task: str) -> None:
@@ -307,7 +312,7 @@ def _check_encoder_options(model: ModelConfig, task: str) -> None:
     for option in sorted({o for options in ENCODER_OPTIONS.values() for o in options} - used):
         if getattr(model, option) != getattr(default, option):
             readers = [e for e, options in ENCODER_OPTIONS.items() if option in options]
-            raise ValueError(
+            raise ConfigError(
                 f"model.{option} has no effect on encoder {' and '.join(encoders)} (only {', '.join(readers)} "
                 f"read it); remove the setting or pick one of those encoders"
             )
@@ -321,24 +326,56 @@ def validate(recipe: Recipe) -> None:
     if recipe.loss.name not in list_losses():
         close = difflib.get_close_matches(recipe.loss.name, list_losses(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown loss {recipe.loss.name!r}{hint}; see `contrasphere list losses`")
+        raise ConfigError(f"unknown loss {recipe.loss.name!r}{hint}; see `contrasphere list losses`")
     _check_encoder_options(recipe.model, recipe.task)
+    d, a, m, o, t, e = recipe.data, recipe.augment, recipe.model, recipe.optim, recipe.train, recipe.eval
     checks = [
-        (recipe.data.batch_size >= 2, "data.batch_size must be at least 2 (contrastive losses compare samples)"),
-        (recipe.train.accumulate >= 1, "train.accumulate must be at least 1"),
+        (d.batch_size >= 2, "data.batch_size must be at least 2 (contrastive losses compare samples)"),
+        (t.accumulate >= 1, "train.accumulate must be at least 1"),
+        (d.batch_size % t.accumulate == 0, "data.batch_size must be divisible by train.accumulate"),
+        (min(d.train_samples, d.test_samples, d.image_size) >= 0, "data.*_samples and data.image_size must be >= 0"),
+        (1 <= d.max_length <= 4096, "data.max_length must be between 1 and 4096 tokens"),
+        (8 <= a.crop_size <= 1024, "augment.crop_size must be between 8 and 1024 pixels"),
         (
-            recipe.data.batch_size % recipe.train.accumulate == 0,
-            "data.batch_size must be divisible by train.accumulate",
+            0 < a.crop_scale[0] <= a.crop_scale[1] <= 1,
+            "augment.crop_scale must be (low, high) with 0 < low <= high <= 1",
         ),
-        (recipe.optim.lr > 0, "optim.lr must be positive"),
-        (recipe.train.heldout_every >= 0, "train.heldout_every must be >= 0 (0: at the end of each epoch only)"),
-        (recipe.train.epochs >= 1 or recipe.train.max_steps >= 1, "set train.epochs or train.max_steps"),
-        (recipe.model.out_dim >= 1, "model.out_dim must be positive"),
+        (0 < a.crop_ratio[0] <= a.crop_ratio[1], "augment.crop_ratio must be (low, high) with 0 < low <= high"),
+        (all(0 <= p <= 1 for p in (a.flip, a.jitter_p, a.grayscale_p)), "augment probabilities must be in [0, 1]"),
+        (all(s > 0 for s in a.std), "augment.std must be positive"),
+        (m.out_dim >= 1 and m.head_hidden >= 1, "model.out_dim and model.head_hidden must be positive"),
+        (all(w >= 1 for w in m.widths) and len(m.widths) >= 1, "model.widths must be positive channel counts"),
+        (o.lr > 0, "optim.lr must be positive"),
+        (0 <= o.momentum < 1, "optim.momentum must be in [0, 1)"),
+        (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (0 < o.gamma <= 1, "optim.gamma must be in (0, 1] (the factor applied at each milestone)"),
+        (o.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (all(0 <= x <= 1 for x in o.milestones), "optim.milestones are fractions of training, each in [0, 1]"),
+        (t.epochs >= 0 and t.max_steps >= 0, "train.epochs and train.max_steps must be >= 0"),
+        (t.epochs >= 1 or t.max_steps >= 1, "set train.epochs or train.max_steps to at least 1"),
+        (t.threads >= 0, "train.threads must be >= 0 (0: PyTorch's default)"),
+        (t.dist_timeout > 0, "train.dist_timeout must be a positive number of seconds"),
+        (min(t.checkpoint_every, t.heldout_samples, t.heldout_every) >= 0, "train.*_every and heldout counts >= 0"),
+        (t.log_every >= 1, "train.log_every must be at least 1"),
+        (DEVICE.fullmatch(t.device) is not None, f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}"),
+        (e.knn_k >= 1 and e.knn_temperature > 0, "eval.knn_k must be >= 1 and eval.knn_temperature > 0"),
+        (e.probe_epochs >= 1, "eval.probe_epochs must be at least 1"),
         (recipe.loss.block_size is None or recipe.loss.block_size >= 0, "loss.block_size must be None, 0 or > 0"),
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(message)
+            raise ConfigError(message)
+    _check_loss(recipe)
+
+
+def _check_loss(recipe: Recipe) -> None:
+    """Build the loss once, so that a bad loss argument fails now with the loss's own message."""
+    from ..losses import create_loss
+
+    try:
+        create_loss(recipe.loss.name, **recipe.loss.args)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"loss.args: {err}") from None
 
 
 def updated(recipe: Recipe, changes: dict[str, Any]) -> Recipe:
@@ -358,7 +395,7 @@ def _replace_path(obj: Any, parts: list[str], value: Any, key: str) -> Any:
     if not dataclasses.is_dataclass(obj) or parts[0] not in {f.name for f in dataclasses.fields(obj)}:
         close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown recipe key {key!r}{hint}")
+        raise ConfigError(f"unknown recipe key {key!r}{hint}")
     if len(parts) > 1:
         value = _replace_path(getattr(obj, parts[0]), parts[1:], value, key)
     else:

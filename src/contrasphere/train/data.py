@@ -123,11 +123,25 @@ def _cached(key: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return value
 
 
-def _fingerprint(*paths: Path, extra: str = "") -> str:
+def _fingerprint(*paths: Path, extra: str = "", root: Path | None = None) -> str:
+    """A cache key from the files' metadata only (``os.stat``; nothing is read): each file's path, size and mtime.
+
+    With ``root``, the key is of ``root`` (its resolved path) and each file's path relative to it, so that the key of
+    a folder's images changes when any one of them is added, removed, renamed or rewritten, not only the first or
+    the last (one ``stat`` per file: 50,000 files take under half a second).
+    """
     h = hashlib.sha256(extra.encode())
+    if root is not None:
+        h.update(f"{root.resolve()}\n".encode())
+    prefix = f"{root}{os.sep}" if root is not None else ""
     for p in paths:
         st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        text = str(p)
+        if root is None:
+            name = str(p.resolve())
+        else:  # a string slice: Path.relative_to would take as long as the stat calls
+            name = text[len(prefix) :] if text.startswith(prefix) else p.relative_to(root).as_posix()
+        h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -175,7 +189,7 @@ def image_folder(path: str | os.PathLike, image_size: int | None = None) -> Imag
     files = [p for p in sorted(path.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise FileNotFoundError(f"no images in class sub-folders of {path} (expected {path}/<class>/<image>.jpg)")
-    key = f"folder-{_fingerprint(path, *files[:1], *files[-1:], extra=f'{len(files)}|{image_size}')}"
+    key = f"folder-{_fingerprint(*files, root=path, extra=f'{len(files)}|{image_size}')}"
     entries = [(f"{p.parent.name}/{p.name}", p.read_bytes) for p in files]
     return _image_set(_cached(key, lambda: _image_files(entries, image_size)))
 
@@ -380,7 +394,8 @@ def flickr8k(root: str | os.PathLike | None = None, image_size: int = 224) -> Ca
         images = np.stack([_decode(found[n], image_size) for n in names])
         return {"images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), "names": names}
 
-    d = _cached(f"flickr8k-{_fingerprint(sources[0], captions_file, extra=str(image_size))}", build)
+    keyed = tarballs[:1] or sources  # the tarball that is read, or every image of the folder
+    d = _cached(f"flickr8k-{_fingerprint(*keyed, captions_file, root=folder, extra=str(image_size))}", build)
     names = list(d["names"])
     return CaptionedImages(d["images"], [captions[n] for n in names], names)
 

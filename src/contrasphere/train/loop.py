@@ -32,11 +32,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
+from ..errors import ConfigError, MissingRunError
 from ..losses import GatherLoss, loss_spec
 from . import checkpoint
 from .config import Recipe
 from .models import convert_global_batchnorm
 from .optim import build_optimizer, build_scheduler
+from .rundir import RunLock, holds_run, open_run, read_log, write_atomic
 from .tasks import Task, build_task
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,7 +86,7 @@ def schedule_length(recipe: Recipe, n_train: int) -> tuple[int, int]:
     """``(steps per epoch, total optimiser steps)`` of a run on ``n_train`` training samples."""
     steps_per_epoch = n_train // recipe.data.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"data.batch_size ({recipe.data.batch_size}) is larger than the training set ({n_train})")
+        raise ConfigError(f"data.batch_size ({recipe.data.batch_size}) is larger than the training set ({n_train})")
     t = recipe.train
     return steps_per_epoch, t.max_steps if t.max_steps > 0 else t.epochs * steps_per_epoch
 
@@ -100,21 +102,22 @@ def _wrap(model: nn.Module, device: torch.device, task_name: str) -> nn.Module:
 
 
 class _Log:
-    """``log.jsonl``, one record per epoch (and one at step 0), written by the main process only."""
+    """``log.jsonl``, one record per epoch (and one at step 0), written atomically by the main process only."""
 
     def __init__(self, out: Path, main: bool, resume_step: int | None) -> None:
-        self.path, self.main, self.records = out / "log.jsonl", main, []
-        if main and resume_step is not None and self.path.exists():  # keep what the checkpoint covers
-            self.records = [r for r in map(json.loads, self.path.read_text().splitlines()) if r["step"] <= resume_step]
+        self.path, self.main = out / "log.jsonl", main
+        self.records = [r for r in read_log(out) if r["step"] <= resume_step] if resume_step is not None else []
         if main:
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            self._flush()
+
+    def _flush(self) -> None:
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
         self.records.append(record)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._flush()
         with contextlib.suppress(ImportError):  # TensorBoard when installed
             from torch.utils.tensorboard import SummaryWriter
 
@@ -192,7 +195,9 @@ class _Run:
     total: int
     log: _Log
     owns_group: bool
+    lock: RunLock | None
     step: int = 0
+    start_step: int = 0
     epoch_loss: list[float] = field(default_factory=list)
     epoch_start: float = field(default_factory=time.perf_counter)
     data_seconds: float = 0.0
@@ -236,17 +241,64 @@ class _Run:
             self.model = self.inner  # drop the DDP wrapper (and its reducer) before the process group goes
             gc.collect()
             distributed.leave(destroy=self.owns_group)
+        self.release()
         keys = {"task": self.task, "model": self.inner, "loss_module": self.parts.loss, "log": self.log.records}
-        return {"step": self.step, "total_steps": self.total, **keys}
+        return {"step": self.step, "start_step": self.start_step, "total_steps": self.total, **keys}
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
-def _start(recipe: Recipe, out: Path, resume: bool) -> _Run:
-    """Join the process group, build everything, restore the checkpoint on ``resume``, write ``recipe.json``."""
+def check_ranks(recipe: Recipe, ranks: int) -> None:
+    """Every process needs at least one sample of every micro-batch (the split may be uneven)."""
+    micro = recipe.data.batch_size // recipe.train.accumulate
+    if micro < ranks:
+        raise ConfigError(
+            f"data.batch_size {recipe.data.batch_size} / train.accumulate {recipe.train.accumulate} = {micro} "
+            f"samples per micro-batch cannot give each of the {ranks} processes one; use data.batch_size >= "
+            f"{ranks * recipe.train.accumulate} or fewer processes"
+        )
+
+
+def check_device(name: str) -> None:
+    """A CUDA device must exist before any work starts."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no GPU is visible to PyTorch; use train.device=cpu (or auto)")
+    if name.startswith("cuda:") and int(name.split(":")[1]) >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
+
+
+def _start(recipe: Recipe, out: Path, resume: bool, overwrite: bool) -> _Run:
+    """Lock the folder, join the process group, build everything, restore the checkpoint on ``resume``."""
     t = recipe.train
-    owns_group = distributed.init_from_env(use_cuda=t.device != "cpu")
+    check_device(t.device)
+    owns_group = distributed.init_from_env(use_cuda=t.device != "cpu", timeout=t.dist_timeout)
+    check_ranks(recipe, distributed.world_size())
+    main = distributed.rank() == 0
+    lock = open_run(out, resume=resume, overwrite=overwrite) if main else None
+    try:
+        return _build_run(recipe, out, resume, owns_group, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build_run(recipe: Recipe, out: Path, resume: bool, owns_group: bool, lock: RunLock | None) -> _Run:
+    t = recipe.train
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
+    state, ckpt = None, out / checkpoint.CHECKPOINT
+    if resume and not ckpt.exists():
+        if not holds_run(out):
+            raise MissingRunError(f"--resume: no checkpoint at {ckpt}; start without --resume")
+        resume = False  # killed before its first checkpoint: the run starts again from step 0
+    if resume:
+        state = checkpoint.load(ckpt, device)
+        checkpoint.check_resume(state["recipe"], recipe.to_dict(), ckpt)
     task, inner, loss_module = build(recipe, device)
     model, loss_fn = _wrap(inner, device, recipe.task), GatherLoss(loss_module)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
@@ -254,15 +306,15 @@ def _start(recipe: Recipe, out: Path, resume: bool) -> _Run:
     steps_per_epoch, total = schedule_length(recipe, task.n_train)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     parts = checkpoint.Trainable(inner, loss_module, optimizer, build_scheduler(optimizer, recipe.optim, total), scaler)
-    step, epoch_loss, ckpt = 0, list[float](), out / checkpoint.CHECKPOINT
-    if resume:
-        if not ckpt.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}; start without --resume")
-        step, epoch_loss = checkpoint.restore(checkpoint.load(ckpt, device), parts)
-    main = distributed.rank() == 0
+    step, epoch_loss = checkpoint.restore(state, parts) if state is not None else (0, list[float]())
+    if step > total:
+        raise ConfigError(
+            f"the run is at step {step} of its checkpoint but train.epochs / train.max_steps now give {total} steps "
+            "in all; raise them to continue it"
+        )
+    main = lock is not None
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.json").write_text(recipe.to_json())
+        write_atomic(out / "recipe.json", recipe.to_json())
     log = _Log(out, main, step if resume else None)
     run = _Run(
         recipe,
@@ -277,6 +329,8 @@ def _start(recipe: Recipe, out: Path, resume: bool) -> _Run:
         total,
         log,
         owns_group,
+        lock,
+        step,
         step,
         epoch_loss,
     )
@@ -286,14 +340,31 @@ def _start(recipe: Recipe, out: Path, resume: bool) -> _Run:
 
 
 def train(
-    recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train ``recipe``, writing ``recipe.json``, ``checkpoint.pt`` and ``log.jsonl`` into ``out`` (rank 0).
 
-    ``stop_after`` ends the run after that many steps, as a preemption would (tests use it to check that
-    ``resume`` is exact). Returns ``{"step", "total_steps", "task", "model", "loss_module", "log"}``.
+    A folder that holds a run is refused unless ``resume`` (continue it; its recipe must match the checkpoint's
+    but for :data:`contrasphere.train.checkpoint.RESUMABLE_CHANGES`) or ``overwrite`` (discard it). ``stop_after``
+    ends the run after that many steps, as a preemption would (tests use it to check that ``resume`` is exact).
+    Returns ``{"step", "start_step", "total_steps", "task", "model", "loss_module", "log"}``.
     """
-    t, run = recipe.train, _start(recipe, Path(out), resume)
+    run = _start(recipe, Path(out), resume, overwrite)
+    try:
+        return _loop(run, progress, stop_after)
+    finally:
+        run.release()
+
+
+def _loop(run: _Run, progress: bool, stop_after: int | None) -> dict[str, Any]:
+    recipe = run.recipe
+    t = recipe.train
     bar = _progress(run.total, run.step, progress and run.main, recipe)
     run.model.train()
     while run.step < run.total and (stop_after is None or run.step < stop_after):

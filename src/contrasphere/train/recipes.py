@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 from collections.abc import Callable
 
+from ..errors import ConfigError
 from .augment import AugmentConfig
 from .config import (
     DataConfig,
@@ -40,9 +41,9 @@ def get_recipe(name: str, preset: str = "default", overrides: list[str] | None =
     if name not in _RECIPES:
         close = difflib.get_close_matches(name, _RECIPES, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown recipe {name!r}{hint}; see `contrasphere list recipes`")
+        raise ConfigError(f"unknown recipe {name!r}{hint}; see `contrasphere list recipes`")
     if preset not in ("default", "tiny"):
-        raise ValueError(f"preset must be 'default' or 'tiny', got {preset!r}")
+        raise ConfigError(f"preset must be 'default' or 'tiny', got {preset!r}")
     build, tiny = _RECIPES[name]
     recipe = build()
     recipe.name = name

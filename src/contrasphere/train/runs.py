@@ -18,6 +18,7 @@ import torch
 from . import checkpoint
 from .config import Recipe
 from .loop import build, resolve_device
+from .rundir import read_log, write_atomic
 from .tasks import Task
 
 
@@ -34,11 +35,6 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[Recipe, Task, torc
     return recipe, task, model, state
 
 
-def read_log(folder: Path) -> list[dict[str, Any]]:
-    path = folder / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def evaluate_run(
     folder: str | Path, task: Task, model: torch.nn.Module, recipe: Recipe, *, steps: int | None = None
 ) -> dict[str, Any]:
@@ -46,10 +42,10 @@ def evaluate_run(
     folder = Path(folder)
     results, tensors = task.evaluate(model)
     results = {"recipe": recipe.name, "loss": recipe.loss.name, "steps": steps, **results}
-    (folder / "eval.json").write_text(json.dumps(results, indent=2))
+    write_atomic(folder / "eval.json", json.dumps(results, indent=2))
     if recipe.eval.plots:
         results["figures"] = write_report(folder, recipe, results, tensors)
-        (folder / "eval.json").write_text(json.dumps(results, indent=2))
+        write_atomic(folder / "eval.json", json.dumps(results, indent=2))
     return results
 
 
@@ -80,7 +76,7 @@ def write_report(folder: Path, recipe: Recipe, results: dict[str, Any], tensors:
         title = f"{recipe.name}: test features on S^1 (vMF KDE, kappa=25)"
         labels, names = tensors.get("test_labels"), results.get("classes")
         figures.append(viz.plot_circle(z, report / "circle.png", labels=labels, class_names=names, title=title))
-    (report / "report.md").write_text(_markdown(recipe, results, log, [Path(f).name for f in figures]))
+    write_atomic(report / "report.md", _markdown(recipe, results, log, [Path(f).name for f in figures]))
     return [str(f) for f in figures]
 
 
