@@ -136,3 +136,77 @@ def test_paper_linear_protocol_follows_its_schedule_on_raw_features():
     )
     with pytest.raises(ValueError, match="protocol must be"):
         E.linear_probe(x[train], y[train], x[test], y[test], protocol="sklearn")
+
+
+# --- mixed precision, NaN/Inf, small temperatures --------------------------------------------------------------
+def _pairs_of_views(n=40, d=6, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return a, a + 0.6 * torch.randn(n, d, generator=g, dtype=torch.float64), torch.arange(n) % 4
+
+
+EVALUATIONS = {
+    "knn_accuracy": lambda a, b, y: E.knn_accuracy(a, y, b, y, k=5),
+    "linear_probe": lambda a, b, y: E.linear_probe(a, y, b, y, epochs=3, batch_size=16),
+    "sts_spearman": lambda a, b, y: E.sts_spearman(a, b, torch.linspace(0, 5, a.shape[0]).sin()),
+    "retrieval_recall": lambda a, b, y: E.retrieval_recall(a, b, torch.arange(a.shape[0])),
+    "retrieval_recall_many": lambda a, b, y: E.retrieval_recall_many(a, b, y, y),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVALUATIONS))
+def test_mixed_float32_and_float64_inputs_are_promoted(name):
+    a, b, y = _pairs_of_views()
+    run = EVALUATIONS[name]
+    # linear_probe trains its classifier in float32 whatever it is given; the others promote to the wider dtype
+    want = run(a.float(), b.float(), y) if name == "linear_probe" else run(a, b, y)
+    assert run(a, b.float(), y) == pytest.approx(want, rel=1e-6)
+    assert run(a.float(), b, y) == pytest.approx(want, rel=1e-6)
+    assert run(a.numpy(), b.float().numpy(), y.numpy()) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(EVALUATIONS))
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_or_inf_in_the_embeddings_is_refused(name, bad):
+    a, b, y = _pairs_of_views()
+    for which in ("first", "second"):
+        x = (a if which == "first" else b).clone()
+        x[-1, 2] = bad
+        args = (x, b, y) if which == "first" else (a, x, y)
+        with pytest.raises(ValueError, match=r"contains 1 NaN or Inf value\(s\) out of 240"):
+            EVALUATIONS[name](*args)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_inf_in_scores_is_refused(bad):
+    a, b, _ = _pairs_of_views()
+    gold = torch.linspace(0, 5, 40, dtype=torch.float64)
+    gold[7] = bad
+    with pytest.raises(ValueError, match=r"gold contains 1 NaN or Inf value\(s\) out of 40; .*drop"):
+        E.sts_spearman(a, b, gold)
+    with pytest.raises(ValueError, match=r"x contains 1 NaN or Inf value\(s\) out of 40; .*drop"):
+        E.spearman(gold.numpy(), np.arange(40.0))
+    with pytest.raises(ValueError, match=r"y contains 1 NaN"):
+        E.spearman(list(range(40)), gold.tolist())
+    assert E.spearman(np.arange(40.0), torch.arange(40, dtype=torch.float32)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.01, 0.005, 1e-3])
+def test_knn_votes_do_not_overflow_at_small_temperatures(temperature):
+    # e^(cos / tau) overflows float32 below tau = 1 / 88.7 (and float64 below 1 / 709): the votes are weighted
+    # relative to each query's nearest neighbour; reference: the log of each class's vote, in float64
+    train_z, train_y = _clusters(300, seed=5, noise=2.5)
+    test_z, _ = _clusters(80, seed=6, noise=2.5)
+    k = 30
+    sims = torch.nn.functional.normalize(test_z, dim=1) @ torch.nn.functional.normalize(train_z, dim=1).T
+    top, index = sims.topk(k, dim=1)
+    log_votes = torch.full((80, 4), -math.inf, dtype=torch.float64)
+    for c in range(4):
+        mine = torch.where(train_y[index] == c, top / temperature, -math.inf)
+        log_votes[:, c] = torch.logsumexp(mine, dim=1)
+    want = log_votes.argmax(1)
+    for dtype in (torch.float32, torch.float64):
+        got = E.knn_predict(train_z.to(dtype), train_y, test_z.to(dtype), k=k, temperature=temperature)
+        assert torch.equal(got, want), dtype
+    with pytest.raises(ValueError, match="temperature must be at least 1e-20"):
+        E.knn_predict(train_z, train_y, test_z, temperature=1e-40)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from contrasphere.moco import KeyQueue, momentum_copy, momentum_update
 
 
 def test_key_queue_is_fifo_with_wrap_around():
-    queue = KeyQueue(size=5, dim=2, start_empty=True)
+    queue = KeyQueue(size=5, dim=2, start_empty=True, normalized=False)  # keys of norm 1..14: their order shows
     with pytest.raises(ValueError, match="empty"):
         queue.negatives()
     rows = torch.arange(1, 15, dtype=torch.float32)[:, None] * torch.tensor([[1.0, 0.0]])
@@ -28,6 +29,37 @@ def test_key_queue_is_fifo_with_wrap_around():
         full.push(torch.ones(2, 2))
     with pytest.raises(ValueError, match="size must be"):
         KeyQueue(size=0, dim=3)
+
+
+def test_keys_must_be_unit_vectors_unless_the_queue_is_told_otherwise():
+    g = torch.Generator().manual_seed(0)
+    raw = 3.0 * torch.randn(6, 8, generator=g)  # an encoder's output, not normalised
+    queue = KeyQueue(size=16, dim=8)
+    before = queue.negatives()
+    with pytest.raises(ValueError) as info:
+        queue.push(raw)
+    message = str(info.value)
+    assert "unit vectors" in message and "F.normalize(k, dim=1)" in message and "normalized=False" in message
+    assert "norms range from" in message
+    assert torch.equal(queue.negatives(), before) and int(queue.pointer) == 0  # nothing was stored
+    unit = F.normalize(raw, dim=1)
+    queue.push(unit)
+    torch.testing.assert_close(queue.negatives()[:6], unit)
+    queue.push(unit.double() * (1 + 5e-4))  # within the tolerance of 1e-3
+    with pytest.raises(ValueError, match="unit vectors"):
+        queue.push(unit * (1 + 2e-3))
+    with pytest.raises(ValueError, match="unit vectors"):
+        queue.push(torch.zeros(2, 8))
+    # half precision rounds a unit vector's norm by up to half its epsilon: bfloat16's 2^-8 is tolerated
+    for dtype in (torch.float16, torch.bfloat16):
+        keys = F.normalize(torch.randn(64, 8, generator=g), dim=1).to(dtype)
+        queue.push(keys)
+        with pytest.raises(ValueError, match="unit vectors"):
+            queue.push(keys * 1.05)
+    # the opt-out stores whatever it is given
+    free = KeyQueue(size=4, dim=8, normalized=False)
+    free.push(raw[:4])
+    torch.testing.assert_close(free.negatives(), raw[:4])
 
 
 def test_momentum_update_is_an_exponential_moving_average():

@@ -76,6 +76,7 @@ def tiny_inputs() -> dict[str, object]:
         "history": [
             {"epoch": e, "step": 10 * e, "alignment": 0.6 - e / 20, "uniformity": -2 - e / 10} for e in range(4)
         ],
+        "views": F.normalize(z + 0.1 * torch.randn(3, *z.shape, generator=g), dim=-1),  # 3 views of each row of z
     }
 
 

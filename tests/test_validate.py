@@ -38,9 +38,13 @@ def test_finite_checks_in_chunks_and_says_what_the_whole_check_said(monkeypatch,
     flat[0] = -math.inf  # and in the first
     chunked = _message(z)
     monkeypatch.setattr(check, "FINITE_CHUNK", 10**12)
-    assert chunked == _message(z) == (
-        f"z contains 2 NaN or Inf value(s) out of {z.numel()}; the encoder diverged or overflowed (in float16, try "
-        "bfloat16 or a smaller learning rate) before the loss was called"
+    assert (
+        chunked
+        == _message(z)
+        == (
+            f"z contains 2 NaN or Inf value(s) out of {z.numel()}; the encoder diverged or overflowed (in float16, try "
+            "bfloat16 or a smaller learning rate) before the loss was called"
+        )
     )
 
 

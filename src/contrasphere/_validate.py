@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import Tensor
 
+from .errors import InputError, InputTypeError
+
 Rule = Callable[[Any, str], Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,25 +39,32 @@ def embeddings(z: object, name: str = "z", *, min_rows: int = 1, why: str = "", 
     engine, which multiplies bfloat16 tiles in bfloat16 and reduces them in float32 itself).
     """
     if not isinstance(z, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, D), got {type(z).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor of shape (B, D), got {type(z).__name__}")
     if z.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"{name} must have shape (B, D) (a batch of B embeddings of dimension D), got shape {tuple(z.shape)}; "
             "flatten the features first, e.g. z.flatten(1)"
         )
     if not z.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {z.dtype}; convert it with z.float()")
+        raise InputTypeError(f"{name} must be a floating-point tensor, got dtype {z.dtype}; convert it with z.float()")
     if z.shape[1] == 0:
-        raise ValueError(f"{name} has shape {tuple(z.shape)}: embeddings of dimension 0 carry nothing to compare")
+        raise InputError(f"{name} has shape {tuple(z.shape)}: embeddings of dimension 0 carry nothing to compare")
     if z.shape[0] < min_rows:
         reason = f" ({why})" if why else ""
-        raise ValueError(f"{name} has {z.shape[0]} row(s) but at least {min_rows} are needed{reason}")
+        raise InputError(f"{name} has {z.shape[0]} row(s) but at least {min_rows} are needed{reason}")
     finite(z, name)
     return z if keep_dtype else promote(z)
 
 
-def finite(z: Tensor, name: str) -> None:
-    """Raise if ``z`` holds NaN or Inf, counting the bad values.
+_DIVERGED = (
+    "the encoder diverged or overflowed (in float16, try bfloat16 or a smaller learning rate) before the loss was "
+    "called"
+)
+
+
+def finite(z: Tensor, name: str, advice: str = _DIVERGED) -> None:
+    """Raise if ``z`` holds NaN or Inf, counting the bad values; ``advice`` says what to do (for embeddings: the
+    encoder diverged).
 
     Checked in chunks of at most :data:`FINITE_CHUNK` elements (rows, or pieces of a longer row), so the masks stay
     small however large ``z`` is (a 4M x 128 embedding file needs no 1 GB mask); one synchronisation for the whole
@@ -68,10 +77,7 @@ def finite(z: Tensor, name: str) -> None:
     if bool(ok.all()):
         return
     bad = sum(int((~torch.isfinite(c)).sum()) for c in chunks)
-    raise ValueError(
-        f"{name} contains {bad} NaN or Inf value(s) out of {z.numel()}; the encoder diverged or "
-        "overflowed (in float16, try bfloat16 or a smaller learning rate) before the loss was called"
-    )
+    raise InputError(f"{name} contains {bad} NaN or Inf value(s) out of {z.numel()}; {advice}")
 
 
 def _chunks(z: Tensor, size: int) -> Iterator[Tensor]:
@@ -82,7 +88,7 @@ def _chunks(z: Tensor, size: int) -> Iterator[Tensor]:
         return
     per_row = z.numel() // z.shape[0]
     if per_row <= size:
-        yield from z.split(size // per_row)
+        yield from torch.split(z, size // per_row)
         return
     for row in z:
         yield from _chunks(row, size)
@@ -90,21 +96,21 @@ def _chunks(z: Tensor, size: int) -> Iterator[Tensor]:
 
 def same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(
+        raise InputError(
             f"{name_a} and {name_b} must have the same shape (row i of one is the positive of row i of the other), "
             f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
     if a.device != b.device:
-        raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}; move both to one device")
+        raise InputError(f"{name_a} is on {a.device} but {name_b} is on {b.device}; move both to one device")
 
 
 def same_dim(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"{name_a} and {name_b} must have the same embedding dimension, got {a.shape[1]} and {b.shape[1]}"
         )
     if a.device != b.device:
-        raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}; move both to one device")
+        raise InputError(f"{name_a} is on {a.device} but {name_b} is on {b.device}; move both to one device")
 
 
 @typing.overload
@@ -123,12 +129,12 @@ def positive(value: float, name: str) -> float:
     """Check a hyperparameter that must be a finite positive number (temperature, t, alpha, ...)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+            raise InputError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
         value = float(value.detach())
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        raise InputError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
 
 
@@ -146,7 +152,7 @@ def temperature(value: float, name: str) -> float:
     """
     value = positive(value, name)
     if value < MIN_TEMPERATURE:
-        raise ValueError(
+        raise InputError(
             f"{name} must be at least {MIN_TEMPERATURE:g}, got {value:g}: the scores are divided by it, and beyond "
             f"{MAX_SCALE:g} the scaled scores, their sums and their gradients overflow float32 (NaN losses); "
             "temperatures in use lie between about 1e-3 and 10"
@@ -166,7 +172,7 @@ def non_negative_scale(value: float, name: str) -> float:
 
 def _at_most_max_scale(value: float, name: str) -> float:
     if value > MAX_SCALE:
-        raise ValueError(
+        raise InputError(
             f"{name} must be at most {MAX_SCALE:g}, got {value:g}: the scores are multiplied by it, and beyond that "
             "the scaled scores, their sums and their gradients overflow float32 (NaN losses)"
         )
@@ -176,13 +182,13 @@ def _at_most_max_scale(value: float, name: str) -> float:
 def integer(value: object, name: str, minimum: int = 1, what: str = "") -> int:
     """Check a count-like hyperparameter: an ``int`` (not a ``bool``) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{what}, got {value!r}")
+        raise InputError(f"{name} must be an integer >= {minimum}{what}, got {value!r}")
     return value
 
 
 def non_negative(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -190,7 +196,7 @@ def scale_tensor(value: Tensor | float, name: str) -> Tensor | float:
     """Check a scalar multiplier that may be learnable (a 0-dim tensor); a float must be in ``(0, MAX_SCALE]``."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+            raise InputError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
         finite(value, name)
         return value.reshape(())
     return scale(value, name)
@@ -199,11 +205,11 @@ def scale_tensor(value: Tensor | float, name: str) -> Tensor | float:
 def labels(y: object, n: int, name: str = "labels") -> Tensor:
     """Check a ``(n,)`` integer label tensor."""
     if not isinstance(y, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape ({n},), got {type(y).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor of shape ({n},), got {type(y).__name__}")
     if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), one label per embedding, got shape {tuple(y.shape)}")
+        raise InputError(f"{name} must have shape ({n},), one label per embedding, got shape {tuple(y.shape)}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}; convert with labels.long()")
+        raise InputTypeError(f"{name} must hold integer class ids, got dtype {y.dtype}; convert with labels.long()")
     return y
 
 
@@ -223,7 +229,7 @@ def one_of(choices: tuple[Any, ...]) -> Rule:
         if value not in choices:
             listed = ", ".join(repr(c) for c in choices)
             allowed = " or ".join(repr(c) for c in choices) if len(choices) == 2 else f"one of {listed}"
-            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+            raise InputError(f"{name} must be {allowed}, got {value!r}")
         return value
 
     return check
@@ -255,7 +261,7 @@ def hyperparameters(**rules: Rule) -> Callable[[F], F]:
         params = inspect.signature(fn).parameters
         unknown = [n for n in rules if n not in params or params[n].kind is not inspect.Parameter.KEYWORD_ONLY]
         if unknown:
-            raise TypeError(f"{fn.__name__} has no keyword-only parameter {', '.join(unknown)}")
+            raise InputTypeError(f"{fn.__name__} has no keyword-only parameter {', '.join(unknown)}")
         every: dict[str, Rule] = {}
 
         def all_rules() -> dict[str, Rule]:

@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _validate as check
+from .errors import InputError, InputTypeError
 
 
 def _tensor(x: Any, name: str) -> Tensor:
     if isinstance(x, (np.ndarray, list, tuple)):
         x = torch.as_tensor(np.asarray(x))
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, numpy.ndarray or list, got {type(x).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor, numpy.ndarray or list, got {type(x).__name__}")
     return x.detach()
 
 
@@ -31,10 +32,22 @@ def _embeddings(value: Any, name: str) -> Tensor:
     return z if z.dtype == torch.float64 else z.float()
 
 
+def _two_sets(a: Any, b: Any, name_a: str, name_b: str) -> tuple[Tensor, Tensor]:
+    """Both sets checked (shape, NaN/Inf) and in one dtype: float64 if either is, else float32."""
+    return check.common_dtype(_embeddings(a, name_a), _embeddings(b, name_b))
+
+
+def _scores(value: Any, name: str) -> Tensor:
+    """A 1-d sequence of finite numbers (gold similarity scores, a variable to rank), in float64."""
+    x = _tensor(value, name).double().flatten()
+    check.finite(x, name, "a rank correlation needs a finite value for every pair: drop the pairs without one")
+    return x
+
+
 def _labels(value: Any, n: int, name: str) -> Tensor:
     y = check.labels(_tensor(value, name), n, name).long()
     if int(y.min()) < 0:
-        raise ValueError(f"{name} must hold class ids >= 0, got {int(y.min())}")
+        raise InputError(f"{name} must hold class ids >= 0, got {int(y.min())}")
     return y
 
 
@@ -57,10 +70,10 @@ def knn_predict(
     :math:`\tau = 0.07`). Embeddings are L2-normalised first. ``k`` larger than the training set uses all of it;
     ties in the vote go to the smallest class id.
     """
-    train_z, test_z = _embeddings(train_z, "train_z"), _embeddings(test_z, "test_z")
+    train_z, test_z = _two_sets(train_z, test_z, "train_z", "test_z")
     check.same_dim(train_z, test_z, "train_z", "test_z")
     train_y = _labels(train_y, train_z.shape[0], "train_y")
-    temperature = check.positive(temperature, "temperature")
+    temperature = check.temperature(temperature, "temperature")
     check.integer(k, "k")
     classes = int(train_y.max()) + 1 if num_classes is None else num_classes
     k = min(k, train_z.shape[0])
@@ -69,7 +82,9 @@ def knn_predict(
     for chunk in torch.split(test_n, chunk_size):
         sims, idx = (chunk @ train_n.T).topk(k, dim=1)
         votes = torch.zeros(chunk.shape[0], classes, dtype=sims.dtype)
-        votes.scatter_add_(1, train_y[idx], (sims / temperature).exp())
+        # weights relative to the nearest neighbour's (topk sorts), e^((cos_j - cos_1) / tau) in (0, 1]: the vote's
+        # argmax is unchanged and e^(cos / tau) no longer overflows (float32 below tau = 0.0113)
+        votes.scatter_add_(1, train_y[idx], ((sims - sims[:, :1]) / temperature).exp())
         out.append(votes.argmax(1))
     return torch.cat(out)
 
@@ -109,7 +124,7 @@ def linear_probe(
     paper = protocol == "paper"
     if paper:
         lr, weight_decay, normalize = 1e-3, 0.0, False
-    train_z, test_z = _embeddings(train_z, "train_z").float(), _embeddings(test_z, "test_z").float()
+    train_z, test_z = (z.float() for z in _two_sets(train_z, test_z, "train_z", "test_z"))
     check.same_dim(train_z, test_z, "train_z", "test_z")
     train_y = _labels(train_y, train_z.shape[0], "train_y")
     test_y = _labels(test_y, test_z.shape[0], "test_y")
@@ -157,14 +172,14 @@ def _ranks(x: Tensor) -> Tensor:
 
 def spearman(x: Any, y: Any) -> float:
     """Spearman's rank correlation of two 1-d sequences (Pearson correlation of their tie-averaged ranks)."""
-    x, y = _tensor(x, "x").double().flatten(), _tensor(y, "y").double().flatten()
+    x, y = _scores(x, "x"), _scores(y, "y")
     if x.numel() != y.numel() or x.numel() < 2:
-        raise ValueError(f"x and y need the same length >= 2, got {x.numel()} and {y.numel()}")
+        raise InputError(f"x and y need the same length >= 2, got {x.numel()} and {y.numel()}")
     rx, ry = _ranks(x), _ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = float(rx.norm() * ry.norm())
     if denominator == 0:
-        raise ValueError("one of the sequences is constant: its rank correlation is undefined")
+        raise InputError("one of the sequences is constant: its rank correlation is undefined")
     return float((rx * ry).sum()) / denominator
 
 
@@ -174,11 +189,11 @@ def sts_spearman(z_a: Any, z_b: Any, gold: Any) -> float:
 
     The protocol of SentEval / SimCSE ("all" setting for STS12-16 is the caller's choice of concatenation).
     """
-    z_a, z_b = _embeddings(z_a, "z_a"), _embeddings(z_b, "z_b")
+    z_a, z_b = _two_sets(z_a, z_b, "z_a", "z_b")
     check.same_shape(z_a, z_b, "z_a", "z_b")
-    gold = _tensor(gold, "gold").double().flatten()
+    gold = _scores(gold, "gold")
     if gold.numel() != z_a.shape[0]:
-        raise ValueError(f"gold needs one score per pair ({z_a.shape[0]}), got {gold.numel()}")
+        raise InputError(f"gold needs one score per pair ({z_a.shape[0]}), got {gold.numel()}")
     return spearman(F.cosine_similarity(z_a.double(), z_b.double(), dim=1), gold)
 
 
@@ -217,17 +232,17 @@ def retrieval_recall_many(
     ``query_groups`` ``(Q,)`` and ``gallery_groups`` ``(G,)`` give each item's group (e.g. the image id); a query
     counts as retrieved at ``k`` when any of its group's gallery items ranks among its ``k`` most similar.
     """
-    queries, gallery = _embeddings(queries, "queries"), _embeddings(gallery, "gallery")
+    queries, gallery = _two_sets(queries, gallery, "queries", "gallery")
     check.same_dim(queries, gallery, "queries", "gallery")
     query_groups = _tensor(query_groups, "query_groups").long().flatten()
     gallery_groups = _tensor(gallery_groups, "gallery_groups").long().flatten()
     if query_groups.numel() != queries.shape[0] or gallery_groups.numel() != gallery.shape[0]:
-        raise ValueError("query_groups and gallery_groups need one group per query and per gallery item")
+        raise InputError("query_groups and gallery_groups need one group per query and per gallery item")
     if not bool(torch.isin(query_groups, gallery_groups).all()):
-        raise ValueError("some queries' groups have no item in the gallery: their recall would be 0 by construction")
+        raise InputError("some queries' groups have no item in the gallery: their recall would be 0 by construction")
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
-        raise ValueError(f"ks must hold positive integers, got {ks}")
+        raise InputError(f"ks must hold positive integers, got {ks}")
     q, g = F.normalize(queries, dim=1), F.normalize(gallery, dim=1)
     hits = dict.fromkeys(ks, 0)
     for start in range(0, q.shape[0], chunk_size):

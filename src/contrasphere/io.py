@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import InputError
+
 SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
 
 
-class EmbeddingFileError(ValueError):
+class EmbeddingFileError(InputError):
     """An embedding file is missing, unreadable, or does not hold what was asked for."""
 
 
@@ -55,7 +57,8 @@ def _load_safetensors(path: Path) -> dict[str, Tensor]:
 
 def _pick(found: object, key: str | None, path: Path) -> Tensor:
     if isinstance(found, dict):
-        tensors = {k: v for k, v in found.items() if isinstance(v, Tensor)}
+        # names as strings (a key on the command line is one): a dict saved with int keys reads too
+        tensors = {str(k): v for k, v in found.items() if isinstance(v, Tensor)}
         if key is not None:
             if key not in tensors:
                 raise EmbeddingFileError(f"{path} has no tensor named {key!r}; it has: {', '.join(tensors) or 'none'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -26,6 +27,17 @@ def test_metrics_example(tmp_path, capsys):
     assert 0 < result["alignment"] < 4 and result["uniformity_optimum"] < result["uniformity"] < 0
     z = np.load(result["embeddings"])
     assert result["uniformity"] == pytest.approx(metrics.uniformity(z), abs=1e-9)
+    # the geometry beyond alignment and uniformity, the digits and their shifted copies as LiDAR's 2 views
+    positives = np.load(result["positives"])
+    for row in ("Wasserstein uniformity", "anisotropy", "alpha-ReQ", "LiDAR", "cosine to positives"):
+        assert f"\n{row} " in printed
+    assert result["anisotropy"] == pytest.approx(metrics.anisotropy(z), abs=1e-12)
+    assert result["wasserstein_uniformity"] == pytest.approx(metrics.wasserstein_uniformity(z), abs=1e-12)
+    assert result["alpha_req"] == pytest.approx(metrics.alpha_req(z), abs=1e-12)
+    assert result["lidar"] == pytest.approx(metrics.lidar([z, positives]), abs=1e-9)
+    assert result["lidar_views"] == 2 and result["lidar_samples"] == 1797 and len(result["views"]) == 2
+    assert result["modality_spread"] == pytest.approx(metrics.modality_spread(z, positives), abs=1e-12)
+    assert -math.sqrt(2) < result["wasserstein_uniformity"] < 0 and 0 < result["anisotropy"] < 1
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".pt", ".safetensors"])
@@ -68,6 +80,51 @@ def test_metrics_with_pairs_and_subset(tmp_path):
     result = json.loads(out.read_text())
     assert result["n_pairs"] == 3 and result["uniformity_points"] == 100
     assert result["uniformity"] == pytest.approx(metrics.uniformity(z, t=3, max_points=100), abs=1e-9)
+
+
+def test_metrics_with_views(tmp_path, capsys):
+    """LiDAR from V files of (N, D) or one (V, N, D) file; without views it is left out."""
+    z = sphere(80, 6, seed=43, dtype=torch.float32)
+    views = torch.stack([near(z, 0.2, seed=s) for s in range(3)])
+    np.save(tmp_path / "z.npy", z.numpy())
+    np.save(tmp_path / "views.npy", views.numpy())
+    for v in range(3):
+        np.save(tmp_path / f"v{v}.npy", views[v].numpy())
+    want = metrics.lidar(views)
+    for files in (["views.npy"], ["v0.npy", "v1.npy", "v2.npy"]):
+        out = tmp_path / "r.json"
+        args = ["metrics", str(tmp_path / "z.npy"), "--views", *[str(tmp_path / f) for f in files], "--out", str(out)]
+        assert main(args) == 0
+        result = json.loads(out.read_text())
+        assert result["lidar"] == pytest.approx(want, abs=1e-9) and result["lidar_views"] == 3
+        assert "LiDAR " in capsys.readouterr().out
+    assert main(["metrics", str(tmp_path / "z.npy"), "--out", str(tmp_path / "plain.json")]) == 0
+    printed = capsys.readouterr().out
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert "lidar" not in plain and "LiDAR" not in printed and "cosine to positives" not in printed
+    assert plain["alpha_req"] == pytest.approx(metrics.alpha_req(z), abs=1e-9) and "alpha-ReQ " in printed
+    # bad views: one (N, D) file, two views of different sizes, --views with --example
+    assert main(["metrics", str(tmp_path / "z.npy"), "--views", str(tmp_path / "v0.npy")]) == 2
+    assert "views must have shape (V, N, D)" in capsys.readouterr().err
+    np.save(tmp_path / "short.npy", views[1, :50].numpy())
+    assert (
+        main(["metrics", str(tmp_path / "z.npy"), "--views", str(tmp_path / "v0.npy"), str(tmp_path / "short.npy")])
+        == 2
+    )
+    assert "same shape" in capsys.readouterr().err
+    assert main(["metrics", "--example", "--views", str(tmp_path / "views.npy")]) == 2
+    assert "give no embedding file" in capsys.readouterr().err
+
+
+def test_metrics_prints_a_collapsed_set(tmp_path, capsys):
+    np.save(tmp_path / "one.npy", np.tile(np.array([[3.0, 4.0, 0.0]], dtype=np.float32), (5, 1)))
+    assert main(["metrics", str(tmp_path / "one.npy"), "--out", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["alpha_req"] is None and "no decay to fit" in printed
+    assert result["anisotropy"] == pytest.approx(1.0) and result["wasserstein_uniformity"] == pytest.approx(
+        -math.sqrt(2)
+    )
 
 
 def test_metrics_errors_are_clear(tmp_path, capsys):

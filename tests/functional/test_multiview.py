@@ -186,31 +186,33 @@ def _macl_decimal(a, b, temperature, alpha, schedule):
 MACL_TEMPERATURES = [1.0, 0.3, 0.1, 0.05, 0.02, 0.015, 0.01, 5e-3, 2e-3, 1e-3]
 
 
+@pytest.mark.parametrize("temperature", MACL_TEMPERATURES)
 @pytest.mark.parametrize("schedule,alpha", [("power", 2.0), ("linear", 1.0)])
 @pytest.mark.parametrize("noise", [0.3, 1.5])  # positives close (the weights explode) and far (hard rows)
-def test_macl_float32_and_float64_agree_with_exact_arithmetic_at_small_temperatures(schedule, alpha, noise):
+def test_macl_float32_and_float64_agree_with_exact_arithmetic_at_small_temperatures(
+    temperature, schedule, alpha, noise
+):
     z_a = sphere(12, 5, seed=96, dtype=torch.float32)
     z_b = near(z_a, noise, seed=97)
-    for temperature in MACL_TEMPERATURES:
-        exact = _macl_decimal(z_a.double(), z_b.double(), temperature, alpha, schedule)
-        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
-            a, b = z_a.to(dtype).requires_grad_(), z_b.to(dtype).requires_grad_()
-            got = grad_pair(lambda x, y: CF.macl(x, y, temperature=temperature, alpha=alpha, schedule=schedule), a, b)
-            for part, g, want in zip(("loss", "grad z_a", "grad z_b"), got, exact):
-                atol = tol * float(want.abs().max())  # a gradient's small entries, relative to its scale
-                torch.testing.assert_close(
-                    g.double(), want, rtol=tol, atol=atol, msg=lambda m: f"{dtype} T={temperature} {part}: {m}"
-                )
+    exact = _macl_decimal(z_a.double(), z_b.double(), temperature, alpha, schedule)
+
+    def loss(x, y):
+        return CF.macl(x, y, temperature=temperature, alpha=alpha, schedule=schedule)
+
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
+        got = grad_pair(loss, z_a.to(dtype).requires_grad_(), z_b.to(dtype).requires_grad_())
+        for part, g, want in zip(("loss", "grad z_a", "grad z_b"), got, exact):
+            atol = tol * float(want.abs().max())  # a gradient's small entries, relative to its scale
+            torch.testing.assert_close(g.double(), want, rtol=tol, atol=atol, msg=f"{dtype} {part}")
 
 
-def test_macl_stays_finite_below_the_tested_temperatures():
-    z_a = sphere(12, 5, seed=98, dtype=torch.float32, grad=True)
+@pytest.mark.parametrize("temperature", [5e-4, 2e-4, 1e-4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_macl_stays_finite_below_the_tested_temperatures(temperature, dtype):
+    z_a = sphere(12, 5, seed=98, dtype=dtype, grad=True)
     z_b = near(z_a, 0.3, seed=99).requires_grad_()
-    for temperature in (5e-4, 2e-4, 1e-4):
-        for dtype in (torch.float32, torch.float64):
-            a, b = z_a.detach().to(dtype).requires_grad_(), z_b.detach().to(dtype).requires_grad_()
-            value, grad_a, grad_b = grad_pair(lambda x, y: CF.macl(x, y, temperature=temperature), a, b)
-            assert torch.isfinite(value) and torch.isfinite(grad_a).all() and torch.isfinite(grad_b).all()
+    value, grad_a, grad_b = grad_pair(lambda x, y: CF.macl(x, y, temperature=temperature), z_a, z_b)
+    assert torch.isfinite(value) and torch.isfinite(grad_a).all() and torch.isfinite(grad_b).all()
 
 
 def test_macl_refuses_a_schedule_that_takes_the_temperature_to_zero():

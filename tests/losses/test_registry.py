@@ -47,12 +47,15 @@ def inputs_for(name: str, dtype: torch.dtype, *, n: int = 24, d: int = 16) -> di
 
 ALL = contrasphere.list_losses()
 # Barlow Twins standardises each coordinate, SwAV compares with fixed prototypes, Symile multiplies coordinates,
-# AMCL's temperature network reads coordinates: a rotation of the embedding space changes them, by design
-COORDINATE_WISE = {"barlow_twins", "swav", "symile", "amcl"}
+# AMCL's temperature network reads coordinates: a rotation of the embedding space changes them, by design; VICReg
+# penalises each coordinate's variance and each pair of coordinates' covariance, and SIGReg projects onto fixed
+# (seeded) directions, which a rotation of the embeddings moves relative to them
+COORDINATE_WISE = {"barlow_twins", "swav", "symile", "amcl", "vicreg", "sigreg"}
 # MoCHi draws negatives row by row; i-Mix's mix_index names rows: a permutation of the batch changes both
 ROW_DEPENDENT = {"mochi", "i_mix"}
-# iSogCLR updates per-sample temperatures in every forward: each evaluation below starts from the same state
-STATEFUL = {"isogclr"}
+# iSogCLR updates per-sample temperatures in every forward, SIGReg draws new directions at every call: each
+# evaluation below starts from the same state
+STATEFUL = {"isogclr", "sigreg"}
 
 
 def evaluator(loss_fn, name):
@@ -119,8 +122,9 @@ def test_every_loss_is_stable_in_half_precision(name, dtype):
 # --- every module against its function, in one loop over the registry ---------------------------------------------
 GENERIC = [name for name in ALL if loss_spec(name).fn is not None]
 # their own math (iSogCLR's per-sample state, AMCL's temperature network) or their own random draws (feature
-# transformation's mixing): tested one by one below, AMCL against the authors' code in test_amcl.py
-OWN_MATH = {"feature_transformation", "isogclr", "amcl"}
+# transformation's mixing, SIGReg's directions redrawn at every call): tested one by one below, AMCL against the
+# authors' code in test_amcl.py, SIGReg's module against its function in tests/functional/test_regularizers.py
+OWN_MATH = {"feature_transformation", "isogclr", "amcl", "sigreg"}
 # the embeddings' dimension is the inputs' (SwAV's prototypes); block_size is a tiling, not math: both kept out of
 # the perturbation, block_size exercised on its own (tiles of 5) below
 NOT_PERTURBED = {"dim", "block_size"}
@@ -260,7 +264,8 @@ def test_every_float_with_a_positive_rule_is_checked():
         (name, h)
         for name in GENERIC
         for h, rule in hyperparameter_rules(loss_spec(name).fn).items()
-        if h in loss_spec(name).hyperparameters and getattr(rule, "__name__", "") in ("positive", "temperature", "scale")
+        if h in loss_spec(name).hyperparameters
+        and getattr(rule, "__name__", "") in ("positive", "temperature", "scale")
     ]
     assert (
         ("nt_xent", "temperature") in covered and ("align_uniform", "t") in covered and ("swav", "epsilon") in covered

@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -84,7 +85,10 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("world, batch", [(2, 16), (2, 15), (3, 8)])  # 8 and 7 samples; 3, 2 and 3
+# 15: 8 and 7 samples; 3 processes with 10: 3, 4 and 3. (With 8 samples split 3, 2 and 3 the first three steps
+# agree to 3e-6 and the fourth to 3e-3: a nearly constant BatchNorm channel turns the different summation order
+# of the statistics into a relative error of the centred features; the losses still agree to 5e-7.)
+@pytest.mark.parametrize("world, batch", [(2, 16), (2, 15), (3, 10)])
 def test_ddp_run_matches_one_process_on_the_same_global_batch(tmp_path, world, batch):
     # SGD, not the recipe's Adam: Adam's first steps move every weight by about lr * sign(gradient), so a gradient
     # that is zero up to rounding flips sign between the runs and the weights then differ by lr, not by rounding.
@@ -135,3 +139,11 @@ def test_a_short_digits_run_lowers_the_loss_and_beats_the_untrained_encoder(tmp_
     assert start.keys() == end.keys()
     unchanged = [k for k in start if torch.equal(start[k], end[k].detach().cpu())]
     assert not unchanged, f"the optimiser never moved {unchanged}"
+
+
+def test_seeds_of_opposite_sign_give_different_runs():
+    from contrasphere.train.loop import _seed, global_batch
+
+    assert _seed(3, 0) != _seed(-3, 0) and _seed(3, 5, 1) == _seed(3, 5, 1)
+    assert _seed(0, 7) == int(np.random.SeedSequence([0, 7]).generate_state(1, np.uint64)[0] >> 1)  # as before
+    assert not torch.equal(global_batch(3, 0, 10, 100, 10), global_batch(-3, 0, 10, 100, 10))

@@ -14,6 +14,7 @@ from .mixing import (
 from .moco import align_uniform_queue, moco_info_nce
 from .multiview import cacr, cmc, cwcl, decoupled_uniformity, macl, margin_info_nce, poly_view, symile
 from .negatives import debiased_nt_xent, hard_negative_nt_xent
+from .regularizers import gor, koleo, mmcr, sigreg, sigreg_directions, vicreg
 
 __all__ = [
     "align_uniform",
@@ -30,18 +31,23 @@ __all__ = [
     "decoupled_uniformity",
     "feature_transformation",
     "feature_transformation_draw",
+    "gor",
     "hard_negative_nt_xent",
     "i_mix",
     "info_nce",
+    "koleo",
     "macl",
     "margin_info_nce",
     "mix_inputs",
+    "mmcr",
     "mochi",
     "mochi_negatives",
     "moco_info_nce",
     "nt_xent",
     "poly_view",
     "siglip_loss",
+    "sigreg",
+    "sigreg_directions",
     "sinkhorn",
     "spectral_contrastive",
     "supcon",
@@ -50,4 +56,5 @@ __all__ = [
     "uniformity",
     "uniformity_optimum",
     "uniformity_with_queue",
+    "vicreg",
 ]

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError, DataNotFoundError
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -96,7 +98,7 @@ def find_data(name: str, root: str | os.PathLike | None, how: str, marker: str |
             looked.append(str(candidate))
             if candidate.is_dir() and (marker is None or (candidate / marker).exists()):
                 return candidate
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f"dataset {name!r} not found; looked in: {', '.join(dict.fromkeys(looked))}. {how} "
         "Pass its folder with --set data.root=PATH or set CONTRASPHERE_DATA."
     )
@@ -164,13 +166,13 @@ def _image_files(entries: Iterable[tuple[str, Callable[[], bytes]]], size: int |
     """Decode ``(relative path, read)`` entries laid out as ``<class>/<file>`` into an image set dictionary."""
     items = sorted(entries, key=lambda e: e[0])
     if not items:
-        raise FileNotFoundError("no images found (expected <class>/<image> files)")
+        raise DataNotFoundError("no images found (expected <class>/<image> files)")
     classes = sorted({Path(name).parent.name for name, _ in items})
     index = {c: i for i, c in enumerate(classes)}
     arrays = [_decode(read(), size) for _, read in items]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise ValueError(f"images have different sizes {sorted(shapes)[:3]}...; pass an image_size to resize them")
+        raise ConfigError(f"images have different sizes {sorted(shapes)[:3]}...; pass an image_size to resize them")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([index[Path(name).parent.name] for name, _ in items])
     return {"images": images, "labels": labels, "classes": classes}
@@ -188,7 +190,7 @@ def image_folder(path: str | os.PathLike, image_size: int | None = None) -> Imag
     path = Path(path)
     files = [p for p in sorted(path.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        raise FileNotFoundError(f"no images in class sub-folders of {path} (expected {path}/<class>/<image>.jpg)")
+        raise DataNotFoundError(f"no images in class sub-folders of {path} (expected {path}/<class>/<image>.jpg)")
     key = f"folder-{_fingerprint(*files, root=path, extra=f'{len(files)}|{image_size}')}"
     entries = [(f"{p.parent.name}/{p.name}", p.read_bytes) for p in files]
     return _image_set(_cached(key, lambda: _image_files(entries, image_size)))
@@ -241,7 +243,7 @@ def torchvision_cifar10(root: str | os.PathLike | None = None, download: bool = 
     try:
         sets = [CIFAR10(str(root), train=t, download=download) for t in (True, False)]
     except RuntimeError as err:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"torchvision's CIFAR-10 not found under {root} ({err}). Download it once with "
             "--set data.download=true (170 MB), or use the dataset 'cifar10' for JPEG folders."
         ) from None
@@ -263,7 +265,7 @@ def torchvision_stl10(
         if unlabeled:
             splits["train+unlabeled"] = STL10(str(root), split="train+unlabeled", download=download)
     except RuntimeError as err:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"torchvision's STL-10 not found under {root} ({err}). Download it once with "
             "--set data.download=true (2.6 GB)."
         ) from None
@@ -289,7 +291,7 @@ def text_lines(path: str | os.PathLike, limit: int = 0) -> list[str]:
     """Non-empty lines of a UTF-8 text file, stripped (the SimCSE wiki1m format)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"text file {path} not found: pass one sentence per line with --set data.root=FILE")
+        raise DataNotFoundError(f"text file {path} not found: pass one sentence per line with --set data.root=FILE")
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     lines = [line for line in lines if line]
     return lines[:limit] if limit > 0 else lines
@@ -304,7 +306,7 @@ def wiki_sentences(root: str | os.PathLike | None = None, limit: int = 0) -> lis
     folder = find_data("wiki1m_head", root, WIKI_HOW)
     files = sorted(folder.glob("*.txt"))
     if not files:
-        raise FileNotFoundError(f"no .txt file of sentences in {folder}. {WIKI_HOW}")
+        raise DataNotFoundError(f"no .txt file of sentences in {folder}. {WIKI_HOW}")
     return text_lines(files[0], limit)
 
 
@@ -319,14 +321,14 @@ def sts(name: str, split: str = "test", root: str | os.PathLike | None = None) -
     "all" setting computes one correlation over the concatenation).
     """
     if name not in STS_SETS:
-        raise ValueError(f"unknown STS set {name!r}; choose from {', '.join(STS_SETS)}")
+        raise ConfigError(f"unknown STS set {name!r}; choose from {', '.join(STS_SETS)}")
     folder = find_data("sts", root, STS_HOW)
     a: list[str] = []
     b: list[str] = []
     scores: list[float] = []
     if name == "stsb":
         if split not in ("train", "dev", "test"):
-            raise ValueError(f"STS-B splits are train, dev and test, got {split!r}")
+            raise ConfigError(f"STS-B splits are train, dev and test, got {split!r}")
         path = folder / "stsbenchmark" / f"sts-{split}.csv"
         with open(path, encoding="utf-8") as f:
             for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
@@ -355,7 +357,7 @@ def sts(name: str, split: str = "test", root: str | os.PathLike | None = None) -
                     b.append(right.strip())
                     scores.append(float(score))
     if not scores:
-        raise FileNotFoundError(f"no scored pairs for {name} {split} under {folder}. {STS_HOW}")
+        raise DataNotFoundError(f"no scored pairs for {name} {split} under {folder}. {STS_HOW}")
     return SentencePairs(a, b, torch.tensor(scores, dtype=torch.float64))
 
 
@@ -369,7 +371,7 @@ def flickr8k(root: str | os.PathLike | None = None, image_size: int = 224) -> Ca
         iter(sorted(folder.glob("*.csv"))), None
     )
     if captions_file is None:
-        raise FileNotFoundError(f"no captions CSV in {folder}. {FLICKR_HOW}")
+        raise DataNotFoundError(f"no captions CSV in {folder}. {FLICKR_HOW}")
     captions: dict[str, list[str]] = {}
     with open(captions_file, encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -377,7 +379,7 @@ def flickr8k(root: str | os.PathLike | None = None, image_size: int = 224) -> Ca
     tarballs = sorted(folder.glob("*images*.tar.gz"))
     sources = tarballs or sorted((folder / "Images").glob("*.jpg"))
     if not sources:
-        raise FileNotFoundError(f"no images (tarball or Images/ folder) in {folder}. {FLICKR_HOW}")
+        raise DataNotFoundError(f"no images (tarball or Images/ folder) in {folder}. {FLICKR_HOW}")
 
     def build() -> dict[str, Any]:
         found: dict[str, bytes] = {}

@@ -45,7 +45,9 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+    """A 63-bit seed from integers; ``s`` and ``-s`` differ (negatives are read as 64-bit two's complement)."""
+    words = [int(p) % (1 << 64) for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
 
 
 def resolve_device(name: str) -> torch.device:

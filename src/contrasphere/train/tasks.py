@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import evaluation, metrics
+from ..errors import ConfigError
 from ..losses import LossSpec
 from . import data as D
 from .augment import Augment, AugmentConfig, center_view
@@ -112,7 +113,7 @@ class ViewsTask(Task):
             size = d.image_size or None
             train, test = D.image_folder(root / "train", size), D.image_folder(root / "test", size)
         else:
-            raise ValueError(f"dataset {d.dataset!r} is not an image dataset; see `contrasphere list datasets`")
+            raise ConfigError(f"dataset {d.dataset!r} is not an image dataset; see `contrasphere list datasets`")
         self.train = train.subset(d.train_samples, seed=1)
         self.probe_train = (
             probe_train.subset(d.train_samples, seed=1) if d.dataset == "torchvision-stl10" else self.train
@@ -211,7 +212,7 @@ class TextTask(Task):
         super().__init__(data, *args, **kwargs)
         d = data
         if d.dataset not in ("wiki1m", "text-lines"):
-            raise ValueError(f"dataset {d.dataset!r} is not a text dataset; use wiki1m (data.root=FILE for your own)")
+            raise ConfigError(f"dataset {d.dataset!r} is not a text dataset; use wiki1m (data.root=FILE for your own)")
         self.sentences = D.wiki_sentences(d.root or None)
         if d.train_samples:
             g = torch.Generator().manual_seed(1)
@@ -280,7 +281,7 @@ class ImageTextTask(Task):
         super().__init__(data, *args, **kwargs)
         d = data
         if d.dataset != "flickr8k":
-            raise ValueError(f"dataset {d.dataset!r} is not an image-text dataset; use flickr8k")
+            raise ConfigError(f"dataset {d.dataset!r} is not an image-text dataset; use flickr8k")
         pairs = D.flickr8k(d.root or None, d.image_size or 224)
         test = d.test_samples or max(1, len(pairs) // 5)
         train, self.test = pairs.split(test)
@@ -292,7 +293,7 @@ class ImageTextTask(Task):
         self.n_train = len(train)
         self.caption_start = [0, *itertools.accumulate(len(caps) for caps in train.captions)][:-1]  # flat row of each
         if not self.model_config.freeze_encoder:
-            raise ValueError("the image-text task trains with a frozen image tower (model.freeze_encoder=true)")
+            raise ConfigError("the image-text task trains with a frozen image tower (model.freeze_encoder=true)")
 
     def build_model(self) -> nn.Module:
         m = self.model_config
@@ -318,10 +319,16 @@ class ImageTextTask(Task):
         return TwoTower(image, Embedder(text_encoder, text_head))
 
     def _cached(self, kind: str, pairs: D.CaptionedImages, compute: Callable[[], Tensor]) -> Tensor:
-        """Frozen-tower features of ``pairs``, computed once and kept in the data cache (keyed by the images)."""
+        """Frozen-tower features of ``pairs``, computed once and kept in the data cache, keyed by the tower and the
+        content itself (every image's pixels for images, every caption for text), never by names alone."""
         m, d = self.model_config, self.data_config
         tower = m.encoder if kind == "image" else f"{m.text_encoder}-{m.pretrained}-{m.pooling}-{d.max_length}"
-        digest = hashlib.sha256("\n".join([tower, str(d.image_size), *pairs.names]).encode()).hexdigest()[:16]
+        h = hashlib.sha256("\n".join([tower, str(d.image_size), *pairs.names]).encode())
+        if kind == "image":
+            h.update(pairs.images.contiguous().numpy().tobytes())
+        else:
+            h.update("\n".join(c for caps in pairs.captions for c in caps).encode())
+        digest = h.hexdigest()[:16]
         return D._cached(f"flickr8k-{kind}-features-{len(pairs)}-{digest}", lambda: {"features": compute()})["features"]
 
     @torch.no_grad()
@@ -421,9 +428,9 @@ def loss_inputs(spec: LossSpec, has_labels: bool) -> LossInputs:
     """
     inputs = spec.inputs
     if inputs == ("z", "labels") and not has_labels:
-        raise ValueError(f"loss {spec.name!r} needs class labels; this dataset has none")
+        raise ConfigError(f"loss {spec.name!r} needs class labels; this dataset has none")
     if inputs not in (("z_a", "z_b"), ("z", "labels"), ("z",)) and len(inputs) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"loss {spec.name!r} takes {', '.join(inputs)}: it needs a queue, momentum encoder or mixing that the "
             "training loop does not build; use it from the library (contrasphere.moco) or pick a pairwise loss"
         )
