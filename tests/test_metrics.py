@@ -156,7 +156,7 @@ def test_large_inputs_are_checked_and_read_in_chunks(monkeypatch):
 
     want = measure()
     monkeypatch.setattr(check, "FINITE_CHUNK", rows * d)
-    monkeypatch.setattr(metrics, "_CHUNK", rows)
+    monkeypatch.setattr(metrics._common, "_CHUNK", rows)
     sizes = []
 
     def spy(original):
