@@ -55,7 +55,7 @@ COORDINATE_WISE = {"barlow_twins", "swav", "symile", "amcl", "vicreg", "sigreg"}
 ROW_DEPENDENT = {"mochi", "i_mix"}
 # iSogCLR updates per-sample temperatures in every forward, SIGReg draws new directions at every call: each
 # evaluation below starts from the same state
-STATEFUL = {"isogclr", "sigreg"}
+STATEFUL = {"isogclr", "sigreg", "sogclr"}
 
 
 def evaluator(loss_fn, name):
@@ -124,7 +124,7 @@ GENERIC = [name for name in ALL if loss_spec(name).fn is not None]
 # their own math (iSogCLR's per-sample state, AMCL's temperature network) or their own random draws (feature
 # transformation's mixing, SIGReg's directions redrawn at every call): tested one by one below, AMCL against the
 # authors' code in test_amcl.py, SIGReg's module against its function in tests/functional/test_regularizers.py
-OWN_MATH = {"feature_transformation", "isogclr", "amcl", "sigreg"}
+OWN_MATH = {"feature_transformation", "isogclr", "amcl", "sigreg", "sogclr"}
 # the embeddings' dimension is the inputs' (SwAV's prototypes); block_size is a tiling, not math: both kept out of
 # the perturbation, block_size exercised on its own (tiles of 5) below
 NOT_PERTURBED = {"dim", "block_size"}
@@ -360,7 +360,7 @@ def test_unknown_names_and_keywords_are_explained():
 # SwAV's codes (Sinkhorn), MoCHi's synthetic negatives and CWCL's weights (from the frozen modality, by default
 # z_a detached), iSogCLR's weights (a stochastic estimator's) and MACL's temperature and weights are computed
 # without gradient by design: a finite-difference gradient sees them move
-STOP_GRADIENT = {"swav", "mochi", "cwcl", "isogclr", "macl"}
+STOP_GRADIENT = {"swav", "mochi", "cwcl", "isogclr", "macl", "sogclr"}
 # unit vectors sit exactly on the spectral loss's default norm cap (mu=1), where it has a kink: cap further out
 GRADCHECK_KW = {"spectral": {"mu": 4.0}}
 

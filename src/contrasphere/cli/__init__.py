@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserError
-from . import eval_cmd, list_cmd, metrics_cmd, plot_cmd, reproduce_cmd, train_cmd
+from . import analyze_cmd, eval_cmd, list_cmd, metrics_cmd, plot_cmd, reproduce_cmd, train_cmd
 
 _COMMANDS = {
     "train": train_cmd,
@@ -16,6 +16,7 @@ _COMMANDS = {
     "plot": plot_cmd,
     "list": list_cmd,
     "reproduce": reproduce_cmd,
+    "analyze": analyze_cmd,
 }
 
 

@@ -21,6 +21,7 @@ from .beyond import BarlowTwinsLoss, SpectralContrastiveLoss, SwAVLoss
 from .contrastive import CLIPLoss, DCLLoss, DCLWLoss, InfoNCELoss, NTXentLoss, SigLIPLoss, SupConLoss
 from .gather import GatherLoss
 from .isogclr import ISogCLRLoss
+from .matryoshka import MatryoshkaLoss
 from .mixing import FeatureTransformationLoss, IMixLoss, MoCHiLoss
 from .moco import AlignUniformQueueLoss, MoCoLoss
 from .multiview import (
@@ -45,6 +46,8 @@ from .registry import (
     register_loss,
 )
 from .regularizers import GORLoss, KoLeoLoss, MMCRLoss, SIGRegLoss, VICRegLoss
+from .sogclr import SogCLRLoss
+from .variants import EuclideanCLIPLoss, HNNCELoss, KernelInfoNCELoss
 
 __all__ = [
     "AMCLLoss",
@@ -79,6 +82,7 @@ __all__ = [
     "PolyViewLoss",
     "SIGRegLoss",
     "SigLIPLoss",
+    "SogCLRLoss",
     "SpectralContrastiveLoss",
     "SupConLoss",
     "SwAVLoss",
@@ -91,4 +95,8 @@ __all__ = [
     "loss_spec",
     "loss_spec_of",
     "register_loss",
+    "EuclideanCLIPLoss",
+    "HNNCELoss",
+    "KernelInfoNCELoss",
+    "MatryoshkaLoss",
 ]
