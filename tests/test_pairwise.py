@@ -150,6 +150,7 @@ LOSSES = {
     "align_uniform_queue": lambda a, b, bs: CF.align_uniform_queue(a, b, b.detach().flip(0), block_size=bs),
     "euclidean_clip": lambda a, b, bs: CF.euclidean_clip(1.3 * a, b, logit_scale=2.0, block_size=bs),
     "kernel_info_nce": lambda a, b, bs: CF.kernel_info_nce(1.3 * a, b, temperature=0.4, block_size=bs),
+    "gte_info_nce": lambda a, b, bs: CF.gte_info_nce(a, b, temperature=0.3, block_size=bs),
     "hn_nce": lambda a, b, bs: CF.hn_nce(a, b, logit_scale=8.0, alpha=0.7, beta1=0.5, beta2=0.9, block_size=bs),
 }
 

@@ -267,3 +267,26 @@ def test_half_precision_is_finite_and_reduced_in_float32(dtype, fn):
         torch.testing.assert_close(value, fn(low_a.detach().float(), low_b.detach().float(), 0), rtol=3e-2, atol=3e-2)
         grads = torch.autograd.grad(value, (low_a, low_b))
         assert all(g.dtype == dtype and torch.isfinite(g.float()).all() for g in grads)
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.2, 1.0])
+def test_gte_info_nce_matches_sentence_transformers(temperature):
+    from references.gte import gte_loss
+
+    z_a = sphere(13, 7, seed=31, dtype=torch.float64, grad=True)
+    z_b = near(z_a, 0.5, seed=32).requires_grad_()
+    got = CF.gte_info_nce(z_a, z_b, temperature=temperature)
+    want = gte_loss(z_a, z_b, temperature=temperature)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for g, w in zip(torch.autograd.grad(got, (z_a, z_b)), torch.autograd.grad(want, (z_a, z_b))):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_gte_info_nce_closed_form_for_orthogonal_pairs():
+    """Queries and documents all orthogonal but each pair identical: Z = 2 e^{1/tau} + 4 (N - 1) e^0."""
+    n, tau = 5, 0.5
+    z = torch.eye(n, dtype=torch.float64)
+    want = -math.log(math.exp(1 / tau) / (2 * math.exp(1 / tau) + 4 * (n - 1)))
+    assert float(CF.gte_info_nce(z, z, temperature=tau)) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="temperature"):
+        CF.gte_info_nce(z, z, temperature=-1.0)

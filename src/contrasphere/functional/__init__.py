@@ -15,7 +15,7 @@ from .moco import align_uniform_queue, moco_info_nce
 from .multiview import cacr, cmc, cwcl, decoupled_uniformity, macl, margin_info_nce, poly_view, symile
 from .negatives import debiased_nt_xent, hard_negative_nt_xent
 from .regularizers import gor, koleo, mmcr, sigreg, sigreg_directions, vicreg
-from .variants import euclidean_clip, hn_nce, kernel_info_nce
+from .variants import euclidean_clip, gte_info_nce, hn_nce, kernel_info_nce
 
 __all__ = [
     "align_uniform",
@@ -59,6 +59,7 @@ __all__ = [
     "uniformity_with_queue",
     "vicreg",
     "euclidean_clip",
+    "gte_info_nce",
     "hn_nce",
     "kernel_info_nce",
 ]

@@ -1,5 +1,5 @@
-r"""Variants of the CLIP and SimCLR losses: another geometry (EuCLIP), other kernels (Kernel-InfoNCE) and
-reweighted negatives (HN-NCE).
+r"""Variants of the CLIP and SimCLR losses: another geometry (EuCLIP), other kernels (Kernel-InfoNCE),
+reweighted negatives (HN-NCE) and GTE's one softmax over query-document, query-query and document-document pairs.
 
 Each is written in terms of the engine where its scores are an inner product plus row and column terms:
 :math:`-\sigma\lVert a_i - b_j\rVert^2 = 2\sigma\langle a_i, b_j\rangle - \sigma\lVert b_j\rVert^2 -
@@ -181,3 +181,27 @@ def hn_nce(
         return (denominator - positive).mean()
 
     return (direction(z_a, z_b, beta1) + direction(z_b, z_a, beta2)) / 2
+
+
+@check.hyperparameters(temperature=check.temperature)
+def gte_info_nce(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.01, block_size: int | None = None) -> Tensor:
+    r"""GTE's "improved contrastive loss": one softmax over query-document, query-query and document-document pairs.
+
+    With queries :math:`q_i = ` ``z_a[i]``, documents :math:`d_i = ` ``z_b[i]`` and :math:`s(x, y) = \langle x,
+    y\rangle / \tau`: :math:`\mathcal{L} = -\frac1N \sum_i \log \frac{e^{s(q_i, d_i)}}{Z_i}`,
+    :math:`Z_i = \sum_j e^{s(q_i, d_j)} + \sum_{j \ne i} e^{s(q_i, q_j)} + \sum_j e^{s(d_i, q_j)} + \sum_{j \ne i}
+    e^{s(d_i, d_j)}` (Li et al., "Towards General Text Embeddings with Multi-stage Contrastive Learning", 2023,
+    Eq. 3; as sentence-transformers' ``MultipleNegativesBidirectionalRankingLoss``, whose default temperature 0.01
+    this takes). The positive pair enters :math:`Z_i` twice, once from each side, as in the paper.
+
+    Shape:
+        z_a, z_b: ``(N, D)`` (normalise them for cosine similarities). Returns a scalar.
+
+    Two row log-sum-exps through the engine: each query against ``[documents; queries]`` and each document
+    against ``[queries; documents]``, the self-pair (offset ``N``) excluded in both.
+    """
+    z_a, z_b = _pair(z_a, z_b, min_rows=1)
+    n, scale = z_a.shape[0], 1.0 / temperature
+    from_queries = row_logsumexp(z_a, torch.cat([z_b, z_a]), scale=scale, exclude_offsets=(n,), block_size=block_size)
+    from_documents = row_logsumexp(z_b, torch.cat([z_a, z_b]), scale=scale, exclude_offsets=(n,), block_size=block_size)
+    return (torch.logaddexp(from_queries, from_documents) - scale * _dot(z_a, z_b)).mean()

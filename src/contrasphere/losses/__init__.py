@@ -47,7 +47,7 @@ from .registry import (
 )
 from .regularizers import GORLoss, KoLeoLoss, MMCRLoss, SIGRegLoss, VICRegLoss
 from .sogclr import SogCLRLoss
-from .variants import EuclideanCLIPLoss, HNNCELoss, KernelInfoNCELoss
+from .variants import EuclideanCLIPLoss, GTEInfoNCELoss, HNNCELoss, KernelInfoNCELoss
 
 __all__ = [
     "AMCLLoss",
@@ -96,6 +96,7 @@ __all__ = [
     "loss_spec_of",
     "register_loss",
     "EuclideanCLIPLoss",
+    "GTEInfoNCELoss",
     "HNNCELoss",
     "KernelInfoNCELoss",
     "MatryoshkaLoss",

@@ -132,3 +132,12 @@ class HNNCELoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta1={self.beta1}, beta2={self.beta2}, max_logit_scale={self.max_logit_scale}"
+
+
+GTEInfoNCELoss = function_loss(
+    "gte_info_nce",
+    CF.gte_info_nce,
+    class_name="GTEInfoNCELoss",
+    inputs=("z_a", "z_b"),
+    paper="Li et al. (GTE), 2023, Eq. 3",
+)
