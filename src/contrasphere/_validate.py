@@ -202,6 +202,16 @@ def scale_tensor(value: Tensor | float, name: str) -> Tensor | float:
     return scale(value, name)
 
 
+def sample_ids(index: object, n: int, num_samples: int, device: torch.device) -> Tensor:
+    """Check ``(n,)`` distinct training-set ids in ``0..num_samples - 1`` (the keys of a loss's per-sample state)."""
+    ids = labels(index, n, "index").to(device)
+    if int(ids.min()) < 0 or int(ids.max()) >= num_samples:
+        raise InputError(f"index holds sample ids, which must lie in 0..{num_samples - 1}")
+    if torch.unique(ids).numel() != ids.numel():
+        raise InputError("index repeats a sample id within the batch: per-sample state needs distinct ids")
+    return ids
+
+
 def labels(y: object, n: int, name: str = "labels") -> Tensor:
     """Check a ``(n,)`` integer label tensor."""
     if not isinstance(y, Tensor):

@@ -226,3 +226,10 @@ def test_two_processes_match_one_in_either_order(tmp_path):
                 torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
             # the loss's own scale is not under DDP: each rank holds the full gradient of the global loss
             torch.testing.assert_close(scale_grad, loss.log_logit_scale.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_wrappers_find_each_others_spec_in_either_order():
+    inner = contrasphere.create_loss("supcon")
+    m = MatryoshkaLoss(inner, dims=(8, 4))
+    assert GatherLoss(m).spec is m.spec is loss_spec("supcon")
+    assert MatryoshkaLoss(GatherLoss(inner), dims=(8, 4)).spec is loss_spec("supcon")

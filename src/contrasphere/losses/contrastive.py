@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .. import _validate as check
 from .. import functional as CF
+from ._scalars import add_log_scale, add_scalar, clamped_scale
 from .registry import function_loss, register_loss
 
 InfoNCELoss = function_loss(
@@ -51,6 +50,8 @@ class CLIPLoss(nn.Module):
         learnable: if False the scale is a fixed buffer.
     """
 
+    log_logit_scale: Tensor  # a Parameter, or a buffer when not learnable
+
     def __init__(
         self,
         init_temperature: float = 0.07,
@@ -66,16 +67,12 @@ class CLIPLoss(nn.Module):
             raise ValueError(
                 f"max_logit_scale ({max_logit_scale}) must be at least 1 / init_temperature ({1 / init_temperature:g})"
             )
-        value = torch.tensor(math.log(1.0 / init_temperature))
-        if learnable:
-            self.log_logit_scale = nn.Parameter(value)
-        else:
-            self.register_buffer("log_logit_scale", value)
+        add_log_scale(self, 1.0 / init_temperature, learnable)
         self.max_logit_scale = max_logit_scale
 
     @property
     def logit_scale(self) -> Tensor:
-        return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
+        return clamped_scale(self.log_logit_scale, self.max_logit_scale)
 
     def function_kwargs(self) -> dict[str, Any]:
         """What ``forward`` passes to :func:`contrasphere.functional.clip_loss` besides the inputs."""
@@ -97,6 +94,9 @@ class SigLIPLoss(nn.Module):
         learnable: if False both are fixed buffers.
     """
 
+    log_logit_scale: Tensor  # a Parameter, or a buffer when not learnable
+    logit_bias: Tensor  # a Parameter, or a buffer when not learnable
+
     def __init__(
         self,
         init_logit_scale: float = 10.0,
@@ -107,12 +107,8 @@ class SigLIPLoss(nn.Module):
         super().__init__()
         self.block_size = block_size
         init_logit_scale = check.scale(init_logit_scale, "init_logit_scale")
-        log_scale, bias = torch.tensor(math.log(init_logit_scale)), torch.tensor(float(init_logit_bias))
-        if learnable:
-            self.log_logit_scale, self.logit_bias = nn.Parameter(log_scale), nn.Parameter(bias)
-        else:
-            self.register_buffer("log_logit_scale", log_scale)
-            self.register_buffer("logit_bias", bias)
+        add_log_scale(self, init_logit_scale, learnable)
+        add_scalar(self, "logit_bias", init_logit_bias, learnable)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         return CF.siglip_loss(z_a, z_b, **self.function_kwargs())

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 
 from .. import _validate as check
 from ..errors import InputError, InputTypeError
-from .gather import GatherLoss
 from .registry import LossSpec, loss_spec_of
 
 # the input roles that hold embeddings (their last dimension is the embedding's); labels, sample ids, mixing
@@ -43,9 +42,8 @@ class MatryoshkaLoss(nn.Module):
             for a loss that expects raw embeddings (EuCLIP, Barlow Twins, VICReg).
         spec: the wrapped loss's registry entry, when it cannot be read off the module.
 
-    Distributed: ``MatryoshkaLoss(GatherLoss(loss))`` gathers each prefix, ``GatherLoss(m, spec=m.spec)`` (with
-    ``m = MatryoshkaLoss(loss)``) gathers the whole embeddings once and cuts them after; both give the loss of the
-    global batch. (``GatherLoss`` finds the spec of registered losses only, hence ``spec=m.spec``.)
+    Distributed: ``MatryoshkaLoss(GatherLoss(loss))`` gathers each prefix, ``GatherLoss(MatryoshkaLoss(loss))``
+    gathers the whole embeddings once and cuts them after; both give the loss of the global batch.
     """
 
     def __init__(
@@ -59,7 +57,7 @@ class MatryoshkaLoss(nn.Module):
     ) -> None:
         super().__init__()
         if spec is None:
-            spec = loss.spec if isinstance(loss, GatherLoss) else loss_spec_of(loss)
+            spec = loss_spec_of(loss)
         if isinstance(dims, int) or not isinstance(dims, Sequence) or len(dims) == 0:
             raise InputTypeError(f"dims must be a non-empty sequence of prefix lengths, e.g. (256, 64), got {dims!r}")
         self.dims = tuple(check.integer(d, "each of dims") for d in dims)

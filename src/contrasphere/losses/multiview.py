@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .. import _validate as check
 from .. import functional as CF
+from ._scalars import add_log_scale, clamped_scale
 from .registry import function_loss, register_loss
 
 CMCLoss = function_loss(
@@ -76,17 +75,19 @@ PolyViewLoss = function_loss(
 class SymileLoss(nn.Module):
     """Symile with a learnable logit scale, initialised and clamped as CLIP's (see :class:`CLIPLoss`)."""
 
+    log_logit_scale: Tensor  # a Parameter, or a buffer when not learnable
+
     def __init__(self, init_temperature: float = 0.07, max_logit_scale: float = 100.0, block_size: int | None = None):
         super().__init__()
         self.block_size = block_size
         temperature = check.temperature(init_temperature, "init_temperature")
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        add_log_scale(self, 1.0 / temperature, learnable=True)
         self.max_logit_scale = check.scale(max_logit_scale, "max_logit_scale")
 
     def function_kwargs(self) -> dict[str, Any]:
         """What ``forward`` passes to :func:`contrasphere.functional.symile` besides the inputs."""
         return {
-            "logit_scale": self.log_logit_scale.exp().clamp(max=self.max_logit_scale),
+            "logit_scale": clamped_scale(self.log_logit_scale, self.max_logit_scale),
             "block_size": self.block_size,
         }
 

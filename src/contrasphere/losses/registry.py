@@ -90,7 +90,14 @@ def loss_spec(name: str) -> LossSpec:
 
 
 def loss_spec_of(loss: nn.Module) -> LossSpec:
-    """The registry entry of a loss module (by its exact class); ``TypeError`` if it is not registered."""
+    """The registry entry of a loss module (by its exact class); ``TypeError`` if it is not registered.
+
+    A wrapper that carries its loss's entry as ``spec`` (:class:`GatherLoss`, :class:`MatryoshkaLoss`) gives that
+    entry, so wrappers compose in either order.
+    """
+    wrapped = getattr(loss, "spec", None)
+    if isinstance(wrapped, LossSpec):
+        return wrapped
     for spec in _REGISTRY.values():
         if type(loss) is spec.cls:
             return spec

@@ -88,11 +88,7 @@ class SogCLRLoss(nn.Module):
         z_a = check.embeddings(z_a, "z_a", min_rows=2, why="each sample needs negatives")
         z_b = check.embeddings(z_b, "z_b", min_rows=2, why="each sample needs negatives")
         check.same_shape(z_a, z_b, "z_a", "z_b")
-        index = check.labels(index, z_a.shape[0], "index").to(self.log_u.device)
-        if int(index.min()) < 0 or int(index.max()) >= self.log_u.shape[0]:
-            raise ValueError(f"index holds sample ids, which must lie in 0..{self.log_u.shape[0] - 1}")
-        if torch.unique(index).numel() != index.numel():
-            raise ValueError("index repeats a sample id within the batch: per-sample state needs distinct ids")
+        index = check.sample_ids(index, z_a.shape[0], self.log_u.shape[0], self.log_u.device)
         z_a, z_b = check.common_dtype(z_a, z_b)
         gamma = self.current_gamma()
         loss_a, log_u_a = self._direction(z_a, z_b, index, gamma)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .. import _validate as check
 from .. import functional as CF
+from ._scalars import add_log_scale, clamped_scale
 from .registry import function_loss, register_loss
 
 KernelInfoNCELoss = function_loss(
@@ -42,6 +41,8 @@ class EuclideanCLIPLoss(nn.Module):
         learnable: if False the scale is a fixed buffer.
     """
 
+    log_logit_scale: Tensor  # a Parameter, or a buffer when not learnable
+
     def __init__(
         self,
         init_logit_scale: float = 1.0,
@@ -53,17 +54,12 @@ class EuclideanCLIPLoss(nn.Module):
         self.block_size = block_size
         init_logit_scale = check.scale(init_logit_scale, "init_logit_scale")
         max_logit_scale = check.scale(max_logit_scale, "max_logit_scale")
-        value = torch.tensor(math.log(init_logit_scale))
-        if learnable:
-            self.log_logit_scale = nn.Parameter(value)
-        else:
-            self.register_buffer("log_logit_scale", value)
+        add_log_scale(self, init_logit_scale, learnable)
         self.max_logit_scale = max_logit_scale
 
     @property
     def logit_scale(self) -> Tensor:
-        scale: Tensor = self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
-        return scale
+        return clamped_scale(self.log_logit_scale, self.max_logit_scale)
 
     def function_kwargs(self) -> dict[str, Any]:
         """What ``forward`` passes to :func:`contrasphere.functional.euclidean_clip` besides the inputs."""
@@ -87,6 +83,8 @@ class HNNCELoss(nn.Module):
         alpha, beta1, beta2: as :func:`contrasphere.functional.hn_nce` (checked by its rules).
     """
 
+    log_logit_scale: Tensor  # a Parameter, or a buffer when not learnable
+
     def __init__(
         self,
         init_temperature: float = 0.07,
@@ -105,17 +103,12 @@ class HNNCELoss(nn.Module):
         self.block_size = block_size
         init_temperature = check.temperature(init_temperature, "init_temperature")
         max_logit_scale = check.scale(max_logit_scale, "max_logit_scale")
-        value = torch.tensor(math.log(1.0 / init_temperature))
-        if learnable:
-            self.log_logit_scale = nn.Parameter(value)
-        else:
-            self.register_buffer("log_logit_scale", value)
+        add_log_scale(self, 1.0 / init_temperature, learnable)
         self.max_logit_scale = max_logit_scale
 
     @property
     def logit_scale(self) -> Tensor:
-        scale: Tensor = self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
-        return scale
+        return clamped_scale(self.log_logit_scale, self.max_logit_scale)
 
     def function_kwargs(self) -> dict[str, Any]:
         """What ``forward`` passes to :func:`contrasphere.functional.hn_nce` besides the inputs."""
