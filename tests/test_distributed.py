@@ -18,6 +18,8 @@ from contrasphere.losses import GatherLoss, loss_spec
 SIZES = [5, 8]  # rows per rank: uneven on purpose
 D_IN, D_OUT = 6, 4
 CASES = [(name, None) for name in contrasphere.list_losses()] + [("nt_xent", 4), ("clip", 3), ("supcon", 5)]
+# false negatives by sample id: the ids are gathered with the rows (the labels serve, three rows per id)
+CASES += [(name, "ids") for name in contrasphere.list_losses() if loss_spec(name).takes_ids]
 
 
 def _data():
@@ -35,7 +37,7 @@ def _model():
 
 def _loss(name, block):
     torch.manual_seed(2)  # SwAV's prototypes
-    return make_loss(name, D_OUT, **({} if block is None else {"block_size": block})).double()
+    return make_loss(name, D_OUT, **({"block_size": block} if isinstance(block, int) else {})).double()
 
 
 def _loss_inputs(name, z_a, z_b, labels, blocks, start):
@@ -59,10 +61,11 @@ def _loss_inputs(name, z_a, z_b, labels, blocks, start):
     return {role: by_role[role] for role in loss_spec(name).inputs}
 
 
-def _step(model, loss_fn, name, x_a, x_b, labels, blocks=tuple(SIZES), start=0):
+def _step(model, loss_fn, name, x_a, x_b, labels, blocks=tuple(SIZES), start=0, ids=False):
     n = x_a.shape[0]
     z = F.normalize(model(torch.cat([x_a, x_b])), dim=1)  # one forward: DDP wants one per backward
-    loss = loss_fn(**_loss_inputs(name, z[:n], z[n:], labels, list(blocks), start))
+    inputs = _loss_inputs(name, z[:n], z[n:], labels, list(blocks), start)
+    loss = loss_fn(**inputs, **({"ids": labels} if ids else {}))
     loss.backward()
     return loss.detach()
 
@@ -81,7 +84,10 @@ def _worker(rank, world, init_file, out_dir):
     for name, block in CASES:
         model = DistributedDataParallel(_model())
         loss_module = _loss(name, block)
-        loss = _step(model, GatherLoss(loss_module), name, x_a[mine], x_b[mine], labels[mine], (SIZES[rank],), start)
+        loss = _step(
+            model, GatherLoss(loss_module), name, x_a[mine], x_b[mine], labels[mine], (SIZES[rank],), start,
+            ids=block == "ids",
+        )  # fmt: skip
         results[(name, block)] = _result(model.module, loss_module, loss)
     # gradient caching under DDP: chunks of 3 rows on each rank
     model = DistributedDataParallel(_model())
@@ -117,7 +123,7 @@ def test_two_processes_match_one(ranks, case):
     x_a, x_b, labels = _data()
     model = _model()
     loss_module = _loss(name, block)
-    single = _result(model, loss_module, _step(model, loss_module, name, x_a, x_b, labels))
+    single = _result(model, loss_module, _step(model, loss_module, name, x_a, x_b, labels, ids=block == "ids"))
     for r in ranks:
         got = r[case]
         assert got["loss"] == pytest.approx(single["loss"], rel=1e-12)

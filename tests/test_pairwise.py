@@ -212,3 +212,59 @@ def test_tiles_keep_memory_linear(name):
     linear = 4 * (2 * n) * d * 4  # a few copies of the (2N, D) embeddings in float32
     assert tiled <= linear, f"tiled {name} keeps {tiled} bytes for backward"
     assert dense >= n * n * 4  # the dense path keeps at least one N x N matrix
+
+
+def _ids(k, seed):
+    return torch.randint(0, max(k // 3, 1), (k,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("n,m,block", [(37, 37, 5), (23, 31, 8), (9, 4, 100)])
+def test_sample_ids_and_a_detached_scale_tile_like_dense(n, m, block):
+    a = torch.randn(n, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(m, 6, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    rows, cols = _ids(n, 1), _ids(m, 2)
+
+    def run(block_size):
+        return lambda *x: P.row_logsumexp(
+            x[0], x[1], scale=x[2], row_ids=rows, col_ids=cols, detached_scale=0.8, block_size=block_size
+        )
+
+    assert_same(run(0), run(block), (a, b, scale))
+    if n == m:
+
+        def both(block_size):
+            return lambda *x: torch.cat(
+                P.row_col_logsumexp(
+                    x[0],
+                    x[1],
+                    scale=x[2],
+                    exclude_diagonal=True,
+                    row_ids=rows,
+                    col_ids=rows,
+                    detached_scale=0.8,
+                    block_size=block_size,
+                )  # fmt: skip
+            )
+
+        assert_same(both(0), both(block), (a, b, scale))
+        sym = lambda bs: lambda *x: P.sym_row_logsumexp(x[0], scale=x[1], ids=rows, block_size=bs)  # noqa: E731
+        assert_same(sym(0), sym(block), (a, scale))
+
+
+def test_sample_ids_and_detached_scale_are_what_they_say():
+    a = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(8, 3, dtype=torch.float64)
+    ids = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4])
+    got = P.row_logsumexp(a, b, scale=2.0, row_ids=ids, col_ids=ids, detached_scale=0.5, block_size=3)
+    scores = 2.5 * (a @ b.T).detach()
+    for i in range(8):  # the value: scores at scale 2 + 0.5 over the columns of other ids
+        keep = ids != ids[i]
+        assert float(got[i]) == pytest.approx(float(torch.logsumexp(scores[i, keep], 0)), rel=1e-12)
+    (grad,) = torch.autograd.grad(got.sum(), a)
+    p = torch.softmax(scores.masked_fill(ids[:, None] == ids[None, :], -math.inf), dim=1)
+    torch.testing.assert_close(grad, 2.0 * p @ b)  # the gradient flows through scale 2 alone
+    with pytest.raises(ValueError, match="go together"):
+        P.row_logsumexp(a, b, row_ids=ids)
+    with pytest.raises(ValueError, match="integer ids"):
+        P.row_logsumexp(a, b, row_ids=ids.double(), col_ids=ids)

@@ -212,6 +212,19 @@ def sample_ids(index: object, n: int, num_samples: int, device: torch.device) ->
     return ids
 
 
+def group_ids(ids: object, n: int, device: torch.device, name: str = "ids") -> Tensor:
+    """Check ``(n,)`` integer sample ids (rows that share an id show the same sample), moved to ``device``."""
+    if not isinstance(ids, Tensor):
+        raise InputTypeError(
+            f"{name} must be a torch.Tensor of shape ({n},), one integer sample id per row, got {type(ids).__name__}"
+        )
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise InputError(f"{name} must have shape ({n},), one sample id per row of the batch, got {tuple(ids.shape)}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise InputTypeError(f"{name} must hold integer sample ids, got dtype {ids.dtype}; convert with ids.long()")
+    return ids.to(device)
+
+
 def labels(y: object, n: int, name: str = "labels") -> Tensor:
     """Check a ``(n,)`` integer label tensor."""
     if not isinstance(y, Tensor):

@@ -140,7 +140,7 @@ def _perturbed(name: str) -> dict[str, object]:
     Floats are scaled by 0.8: a positive value stays positive (temperatures, weights, exponents), one below 1 stays
     below 1 (tau_plus, margins), a negative one stays negative (SigLIP's bias), and CLIP's bound
     ``max_logit_scale >= 1 / init_temperature`` keeps holding (a 20 % lower cap, a 25 % larger scale). Counts are
-    scaled by 0.8 too (at least 1); a ``Literal`` choice becomes another allowed one (read from the function's
+    scaled by 0.8 too (at least 1); a float that is 0 by default becomes 1.5; a ``Literal`` choice becomes another allowed one (read from the function's
     annotation); an off-by-default ``float | None`` is switched on; a switch of the function is flipped. A switch of
     the module alone (CLIP's ``learnable``: a parameter or a buffer) is kept, so that the learnable scales'
     gradients are compared.
@@ -159,7 +159,7 @@ def _perturbed(name: str) -> dict[str, object]:
         elif isinstance(default, int):
             out[h] = max(1, round(0.8 * default)) if default > 1 else default + 1
         elif isinstance(default, float):
-            out[h] = 0.8 * default
+            out[h] = 0.8 * default if default else 1.5  # an off-by-default weight (hardness) is switched on
         elif default is None and "float" in str(hints.get(h)):
             out[h] = 0.5
         else:

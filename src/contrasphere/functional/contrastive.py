@@ -8,6 +8,11 @@ Conventions shared by every function here:
   (``F.normalize(z, dim=-1)``) for cosine similarities;
 - float16 and bfloat16 inputs are reduced in float32 and the loss is returned in float32;
 - the result is the mean over anchors, a scalar;
+- ``ids`` (where a function takes it): ``(N,)`` integer sample ids; rows that share an id are never each other's
+  negatives (false-negative elimination, Huynh et al., "Boosting Contrastive Self-Supervised Learning with False
+  Negative Cancellation", WACV 2022): the other captions of the same image, a duplicated text, two crops of one
+  photo. The designated positive pair stays the positive; the others of its id are left out of the denominator.
+  None (the default) treats every other row as a negative;
 - every reduction over pairs goes through the engine (:mod:`contrasphere.pairwise`): ``block_size=None`` picks
   dense for small batches and memory-linear tiles for large ones, ``0`` forces dense, a positive number sets the
   tile size. Both give the same value and gradient.
@@ -21,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate as check
+from ..errors import InputError
 from ..pairwise import acc_dtype, row_col_logsumexp, row_logsumexp, softplus_sum, sym_row_logsumexp
 
 
@@ -31,19 +37,43 @@ def _pair(z_a: Tensor, z_b: Tensor, min_rows: int = 1, why: str = "") -> tuple[T
     return check.common_dtype(z_a, z_b)
 
 
+def _ids(ids: Tensor | None, z: Tensor) -> Tensor | None:
+    """Checked sample ids for the rows of ``z`` on its device, or None."""
+    return None if ids is None else check.group_ids(ids, z.shape[0], z.device)
+
+
+def _others(ids: Tensor, loss: str) -> Tensor:
+    """For each row, how many rows carry another id: its negatives once false negatives are left out, ``(N,)``.
+
+    A loss whose denominator holds only negatives needs one in every row: all ids equal is an error.
+    """
+    inverse: Tensor
+    counts: Tensor
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    others = ids.shape[0] - counts[inverse]
+    if not bool(others.min() > 0):
+        raise InputError(
+            f"every row of the batch has the same sample id, so {loss} has no negative left once rows that share an "
+            "id are left out; pass distinct ids for distinct samples (e.g. the dataset index of each pair)"
+        )
+    return others
+
+
 def _dot(z_a: Tensor, z_b: Tensor) -> Tensor:
     """Row-wise inner products ``<z_a[i], z_b[i]>`` in the accumulation dtype, ``(N,)``."""
     dtype = acc_dtype(z_a)
     return (z_a.to(dtype) * z_b.to(dtype)).sum(1)
 
 
-@check.hyperparameters(temperature=check.temperature)
+@check.hyperparameters(temperature=check.temperature, hardness=check.non_negative_scale)
 def info_nce(
     z_a: Tensor,
     z_b: Tensor,
     *,
     temperature: float = 0.07,
+    hardness: float = 0.0,
     negatives: Tensor | None = None,
+    ids: Tensor | None = None,
     block_size: int | None = None,
 ) -> Tensor:
     r"""InfoNCE in one direction: each ``z_a[i]`` must pick out ``z_b[i]`` among all of ``z_b`` (and ``negatives``).
@@ -59,20 +89,39 @@ def info_nce(
 
     Args:
         temperature: :math:`\tau > 0`; smaller sharpens the softmax (0.07 in MoCo and CLIP).
+        hardness: :math:`\alpha \ge 0`, LLaVE's hardness weighting (Lan et al., "LLaVE: Large Language and Vision
+            Embedding Models with Hardness-Weighted Contrastive Learning", 2025, Eq. 5): each negative's term is
+            multiplied by :math:`e^{\alpha\,\mathrm{sg}(\langle a_i, b_j\rangle)}`, its logit raised by
+            :math:`\alpha` times its (detached) similarity, so that harder negatives weigh more; the positive is
+            not weighted. 0 (the default) is plain InfoNCE; LLaVE uses 9, as sentence-transformers'
+            ``hardness_mode="in_batch_negatives"``. It applies to ``negatives`` too.
         negatives: extra negatives shared by every anchor (e.g. a memory bank or a MoCo queue).
+        ids: sample ids (see the module docstring); the extra ``negatives`` carry none and are always negatives.
     """
     z_a, z_b = _pair(z_a, z_b)
+    ids = _ids(ids, z_a)
     scale = 1.0 / temperature
-    lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
+    positive = scale * _dot(z_a, z_b)
+    if ids is None and not hardness:
+        lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
+    else:  # the in-batch negatives alone (weighted, false negatives left out), then the positive
+        in_batch = row_logsumexp(
+            z_a, z_b, scale=scale, exclude_diagonal=True, row_ids=ids, col_ids=ids, detached_scale=hardness,
+            block_size=block_size,
+        )  # fmt: skip
+        lse = torch.logaddexp(positive, in_batch)
     if negatives is not None:
         negatives = check.embeddings(negatives, "negatives", keep_dtype=True)
         check.same_dim(z_a, negatives, "z_a", "negatives")
-        lse = torch.logaddexp(lse, row_logsumexp(z_a, negatives.to(z_a.dtype), scale=scale, block_size=block_size))
-    return (lse - scale * _dot(z_a, z_b)).mean()
+        extra = row_logsumexp(z_a, negatives.to(z_a.dtype), scale=scale, detached_scale=hardness, block_size=block_size)
+        lse = torch.logaddexp(lse, extra)
+    return (lse - positive).mean()
 
 
 @check.hyperparameters(temperature=check.temperature)
-def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, block_size: int | None = None) -> Tensor:
+def nt_xent(
+    z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, ids: Tensor | None = None, block_size: int | None = None
+) -> Tensor:
     r"""NT-Xent, SimCLR's loss over ``2N`` views: each view must pick out its partner among the other ``2N - 1``.
 
     With :math:`z = [z_a; z_b]` and :math:`s_{ij} = \langle z_i, z_j\rangle / \tau`,
@@ -85,17 +134,31 @@ def nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, block_size: i
 
     Args:
         temperature: :math:`\tau > 0` (SimCLR uses 0.5 on CIFAR-10 and 0.1 on ImageNet).
+        ids: sample ids (see the module docstring), one per pair: both views of a pair carry it.
     """
     z_a, z_b = _pair(z_a, z_b)
+    ids = _ids(ids, z_a)
     scale = 1.0 / temperature
+    positive = scale * _dot(z_a, z_b).repeat(2)  # the partner of view i is view i + N (mod 2N)
+    z = torch.cat([z_a, z_b])
     # the 2N x 2N matrix is symmetric: the engine computes each tile once for its rows and its columns
-    lse = sym_row_logsumexp(torch.cat([z_a, z_b]), scale=scale, exclude_diagonal=True, block_size=block_size)
-    return (lse - scale * _dot(z_a, z_b).repeat(2)).mean()  # the partner of view i is view i + N (mod 2N)
+    if ids is None:
+        lse = sym_row_logsumexp(z, scale=scale, exclude_diagonal=True, block_size=block_size)
+    else:  # every view of the anchor's id left out, its partner added back
+        lse = sym_row_logsumexp(z, scale=scale, ids=ids.repeat(2), block_size=block_size)
+        lse = torch.logaddexp(positive, lse)
+    return (lse - positive).mean()
 
 
-@check.hyperparameters(logit_scale=check.scale_tensor)
+@check.hyperparameters(logit_scale=check.scale_tensor, hardness=check.non_negative_scale)
 def clip_loss(
-    z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 1 / 0.07, block_size: int | None = None
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    logit_scale: Tensor | float = 1 / 0.07,
+    hardness: float = 0.0,
+    ids: Tensor | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     r"""CLIP's symmetric contrastive loss between two modalities.
 
@@ -109,11 +172,24 @@ def clip_loss(
     Args:
         logit_scale: :math:`\sigma = 1/\tau`, already exponentiated; a float or a learnable 0-dim tensor
             (CLIP initialises it at 1/0.07 and clamps it at 100; see :class:`contrasphere.losses.CLIPLoss`).
+        hardness: :math:`\alpha \ge 0`, LLaVE's hardness weighting of the negatives, in both directions (see
+            :func:`info_nce`); 0 is CLIP.
+        ids: sample ids (see the module docstring), one per pair: e.g. the image id of each caption, so that the
+            other captions of an image are not its negatives.
     """
     z_a, z_b = _pair(z_a, z_b)
+    ids = _ids(ids, z_a)
+    positive = logit_scale * _dot(z_a, z_b)
     # rows: each a picks its b; columns: each b picks its a; one pass over the matrix serves both
-    lse_rows, lse_cols = row_col_logsumexp(z_a, z_b, scale=logit_scale, block_size=block_size)
-    return ((lse_rows + lse_cols) / 2 - logit_scale * _dot(z_a, z_b)).mean()
+    if ids is None and not hardness:
+        lse_rows, lse_cols = row_col_logsumexp(z_a, z_b, scale=logit_scale, block_size=block_size)
+    else:  # the negatives alone (weighted, false negatives left out), then the positive in both directions
+        lse_rows, lse_cols = row_col_logsumexp(
+            z_a, z_b, scale=logit_scale, exclude_diagonal=True, row_ids=ids, col_ids=ids, detached_scale=hardness,
+            block_size=block_size,
+        )  # fmt: skip
+        lse_rows, lse_cols = torch.logaddexp(positive, lse_rows), torch.logaddexp(positive, lse_cols)
+    return ((lse_rows + lse_cols) / 2 - positive).mean()
 
 
 @check.hyperparameters(logit_scale=check.scale_tensor)
@@ -209,20 +285,33 @@ def supcon(
 
 
 def _dcl_direction(
-    z_a: Tensor, z_b: Tensor, temperature: float, weight: Tensor | None, block_size: int | None
+    z_a: Tensor, z_b: Tensor, temperature: float, weight: Tensor | None, ids: Tensor | None, block_size: int | None
 ) -> Tensor:
     scale = 1.0 / temperature
     positive = -scale * _dot(z_a, z_b)
     if weight is not None:
         positive = positive * weight
-    # negatives: every other sample in both views; the positive pair and the anchor itself are left out
-    same_view = sym_row_logsumexp(z_a, scale=scale, exclude_diagonal=True, block_size=block_size)
-    other_view = row_logsumexp(z_a, z_b, scale=scale, exclude_diagonal=True, block_size=block_size)
+    # negatives: every other sample in both views; the positive pair and the anchor itself (and, given ids, every
+    # row of the anchor's id) are left out
+    same_view = sym_row_logsumexp(z_a, scale=scale, exclude_diagonal=True, ids=ids, block_size=block_size)
+    other_view = row_logsumexp(
+        z_a, z_b, scale=scale, exclude_diagonal=True, row_ids=ids, col_ids=ids, block_size=block_size
+    )
     return (positive + torch.logaddexp(same_view, other_view)).mean()
 
 
+def _dcl_pair(z_a: Tensor, z_b: Tensor, ids: Tensor | None, loss: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
+    ids = _ids(ids, z_a)
+    if ids is not None:
+        _others(ids, loss)
+    return z_a, z_b, ids
+
+
 @check.hyperparameters(temperature=check.temperature)
-def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, block_size: int | None = None) -> Tensor:
+def dcl(
+    z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, ids: Tensor | None = None, block_size: int | None = None
+) -> Tensor:
     r"""Decoupled contrastive loss: InfoNCE with the positive pair removed from the denominator.
 
     :math:`\mathcal{L}_i = -\langle a_i, b_i\rangle/\tau + \log \sum_{k \ne i} \big(e^{\langle a_i, a_k\rangle/\tau}
@@ -235,17 +324,24 @@ def dcl(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, block_size: int |
 
     Args:
         temperature: :math:`\tau > 0` (0.1 in the paper's ImageNet experiments).
+        ids: sample ids (see the module docstring); rows of the anchor's id are left out of its negatives.
     """
-    z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
+    z_a, z_b, ids = _dcl_pair(z_a, z_b, ids, "DCL")
     return (
-        _dcl_direction(z_a, z_b, temperature, None, block_size)
-        + _dcl_direction(z_b, z_a, temperature, None, block_size)
+        _dcl_direction(z_a, z_b, temperature, None, ids, block_size)
+        + _dcl_direction(z_b, z_a, temperature, None, ids, block_size)
     ) / 2
 
 
 @check.hyperparameters(temperature=check.temperature, sigma=check.temperature)
 def dclw(
-    z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, sigma: float = 0.5, block_size: int | None = None
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    temperature: float = 0.1,
+    sigma: float = 0.5,
+    ids: Tensor | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     r"""DCLW: decoupled contrastive loss whose positive term is weighted by a von Mises-Fisher weighting.
 
@@ -259,8 +355,9 @@ def dclw(
 
     Args:
         temperature: :math:`\tau > 0`; sigma: :math:`\sigma > 0`, the width of the weighting (0.5 in the paper).
+        ids: sample ids (see the module docstring), as in :func:`dcl`.
     """
-    z_a, z_b = _pair(z_a, z_b, min_rows=2, why="with one pair there is no negative left once the positive is removed")
+    z_a, z_b, ids = _dcl_pair(z_a, z_b, ids, "DCLW")
     weight = 2.0 - z_a.shape[0] * torch.softmax(_dot(z_a, z_b) / sigma, dim=0)
-    forward = _dcl_direction(z_a, z_b, temperature, weight, block_size)
-    return (forward + _dcl_direction(z_b, z_a, temperature, weight, block_size)) / 2
+    forward = _dcl_direction(z_a, z_b, temperature, weight, ids, block_size)
+    return (forward + _dcl_direction(z_b, z_a, temperature, weight, ids, block_size)) / 2

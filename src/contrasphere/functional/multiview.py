@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .. import _validate as check
 from ..pairwise import acc_dtype, row_logsumexp, sym_row_logsumexp
-from .contrastive import _dot, _pair, info_nce
+from .contrastive import _dot, _ids, _others, _pair, info_nce
 
 
 def _stack(views: Tensor | Sequence[Tensor], name: str, min_views: int) -> Tensor:
@@ -98,6 +98,7 @@ def margin_info_nce(
     margin: float = 0.1,
     kind: Literal["additive", "angular"] = "additive",
     symmetric: bool = True,
+    ids: Tensor | None = None,
     block_size: int | None = None,
 ) -> Tensor:
     r"""InfoNCE with a margin on the positive pair's cosine similarity.
@@ -115,8 +116,11 @@ def margin_info_nce(
     Args:
         temperature: :math:`\tau > 0`; the default 1/30 is the scale ``s = 30`` common with AM/AAM-Softmax.
         margin: :math:`m \ge 0` (0.1 by default; the paper explores 0.1 to 0.3).
+        ids: ``(N,)`` integer sample ids, or None: pairs that share an id are never each other's negatives (see
+            :mod:`contrasphere.functional.contrastive`).
     """
     z_a, z_b = _pair(z_a, z_b)
+    ids = _ids(ids, z_a)
     scale = 1.0 / temperature
     cos = _dot(z_a, z_b)
     if kind == "additive":
@@ -127,7 +131,9 @@ def margin_info_nce(
     directions = [(z_a, z_b), (z_b, z_a)] if symmetric else [(z_a, z_b)]
     terms = []
     for anchor, other in directions:
-        negatives = row_logsumexp(anchor, other, scale=scale, exclude_diagonal=True, block_size=block_size)
+        negatives = row_logsumexp(
+            anchor, other, scale=scale, exclude_diagonal=True, row_ids=ids, col_ids=ids, block_size=block_size
+        )
         terms.append((torch.logaddexp(scale * positive, negatives) - scale * positive).mean())
     return torch.stack(terms).mean()
 
@@ -230,6 +236,7 @@ def macl(
     temperature: float = 0.1,
     alpha: float = 2.0,
     schedule: Literal["power", "linear"] = "power",
+    ids: Tensor | None = None,
     block_size: int | None = None,
 ) -> Tensor:
     r"""Model-aware contrastive learning: a temperature that follows the alignment, and a reweighted InfoNCE.
@@ -251,8 +258,13 @@ def macl(
     Args:
         temperature: :math:`\tau_0 > 0` (0.1); alpha: the base :math:`\alpha > 0` of ``"power"`` (the authors'
             default 2.0) or the slope :math:`\beta` of ``"linear"`` (their default 1.0).
+        ids: ``(N,)`` integer sample ids, or None: pairs that share an id are never each other's negatives (see
+            :mod:`contrasphere.functional.contrastive`).
     """
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="the weights need negatives")
+    ids = _ids(ids, z_a)
+    if ids is not None:
+        _others(ids, "MACL")
     positive = _dot(z_a, z_b)
     a_mean = positive.detach().mean()
     tau = temperature * (alpha**a_mean if schedule == "power" else 1 + alpha * a_mean)
@@ -264,7 +276,9 @@ def macl(
             "schedule='linear', keep alpha below 1 / |A|"
         )
     s_pos = positive / tau
-    lse_negatives = row_logsumexp(z_a, z_b, scale=1.0 / tau, exclude_diagonal=True, block_size=block_size)
+    lse_negatives = row_logsumexp(
+        z_a, z_b, scale=1.0 / tau, exclude_diagonal=True, row_ids=ids, col_ids=ids, block_size=block_size
+    )
     # x_i = log(sum_{j != i} P_ij / P_ii), formed directly: through log P_ii = s_pos - logaddexp(...) it cancels
     # to 0 once the positive dominates (x < -17 in float32), and W_i = 1 + e^{-x_i} overflows below x = -88
     x = lse_negatives - s_pos

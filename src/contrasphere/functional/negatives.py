@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from .. import _validate as check
-from ..pairwise import sym_row_logsumexp
-from .contrastive import _dot, _pair
+from ..pairwise import acc_dtype, sym_row_logsumexp
+from .contrastive import _dot, _ids, _others, _pair
 
 
 @check.hyperparameters(temperature=check.temperature, tau_plus=check.non_negative, beta=check.non_negative)
@@ -27,6 +27,7 @@ def hard_negative_nt_xent(
     temperature: float = 0.5,
     tau_plus: float = 0.1,
     beta: float = 1.0,
+    ids: Tensor | None = None,
     block_size: int | None = None,
 ) -> Tensor:
     r"""Hard-negative contrastive loss (HCL) on a SimCLR batch of ``2N`` views.
@@ -52,18 +53,28 @@ def hard_negative_nt_xent(
         tau_plus: :math:`\tau^+ \in [0, 1)`, the assumed probability that a negative shares the anchor's class
             (0.1 for CIFAR-10's ten classes).
         beta: :math:`\beta \ge 0`, the concentration on hard negatives (1.0 in the paper's CIFAR-10 runs).
+        ids: ``(N,)`` integer sample ids, or None: views whose ids are equal are never each other's negatives
+            (see :mod:`contrasphere.functional.contrastive`); ``M`` becomes each anchor's count of views of other
+            ids, ``2N - 2`` times its id's share of the batch removed.
     """
     if tau_plus >= 1:
         raise ValueError(f"tau_plus is a class prior and must be in [0, 1), got {tau_plus}")
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="each anchor needs negatives besides its positive")
     n = z_a.shape[0]
     z = torch.cat([z_a, z_b])
-    m = 2 * n - 2  # negatives per anchor: every view but the anchor and its partner
+    ids = _ids(ids, z_a)
     scale = 1.0 / temperature
-    lse = partial(sym_row_logsumexp, z, exclude_diagonal=True, exclude_offsets=(n, -n), block_size=block_size)
+    m: Tensor | int
+    if ids is None:
+        m = 2 * n - 2  # negatives per anchor: every view but the anchor and its partner
+        lse = partial(sym_row_logsumexp, z, exclude_diagonal=True, exclude_offsets=(n, -n), block_size=block_size)
+    else:  # every view of another id: twice the pairs of other ids
+        m = 2 * _others(ids, "the hard-negative loss").repeat(2).to(acc_dtype(z))
+        lse = partial(sym_row_logsumexp, z, ids=ids.repeat(2), block_size=block_size)
     log_reweighted = lse(scale=(1.0 + beta) * scale)
     if beta > 0:  # log M + log sum e^{(1+b)s} - log sum e^{b s}
-        log_reweighted = log_reweighted + math.log(m) - lse(scale=beta * scale)
+        log_m = math.log(m) if isinstance(m, int) else m.log()
+        log_reweighted = log_reweighted + log_m - lse(scale=beta * scale)
     s_pos = (scale * _dot(z_a, z_b)).repeat(2)
     # N_g in log space, shifted by c so that neither exponential overflows
     c = torch.maximum(log_reweighted, s_pos).detach()
@@ -75,7 +86,13 @@ def hard_negative_nt_xent(
 
 @check.hyperparameters(temperature=check.temperature, tau_plus=check.non_negative)
 def debiased_nt_xent(
-    z_a: Tensor, z_b: Tensor, *, temperature: float = 0.5, tau_plus: float = 0.1, block_size: int | None = None
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    temperature: float = 0.5,
+    tau_plus: float = 0.1,
+    ids: Tensor | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     r"""Debiased contrastive loss on a SimCLR batch of ``2N`` views.
 
@@ -91,5 +108,8 @@ def debiased_nt_xent(
     Args:
         temperature: :math:`\tau > 0` (0.5 in the paper's CIFAR experiments).
         tau_plus: :math:`\tau^+ \in [0, 1)`, the class prior of false negatives (0.1 for CIFAR-10).
+        ids: sample ids, as in :func:`hard_negative_nt_xent`.
     """
-    return hard_negative_nt_xent(z_a, z_b, temperature=temperature, tau_plus=tau_plus, beta=0.0, block_size=block_size)
+    return hard_negative_nt_xent(
+        z_a, z_b, temperature=temperature, tau_plus=tau_plus, beta=0.0, ids=ids, block_size=block_size
+    )

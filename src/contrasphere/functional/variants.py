@@ -12,6 +12,7 @@ Laplacian kernel (a distance, not its square) is computed densely.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Literal
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from .. import _validate as check
 from ..pairwise import acc_dtype, row_logsumexp, sym_row_logsumexp
-from .contrastive import _dot, _pair
+from .contrastive import _dot, _ids, _others, _pair
 
 
 def _squared_norms(z: Tensor) -> Tensor:
@@ -34,7 +35,12 @@ def _squared_distances(z_a: Tensor, z_b: Tensor) -> Tensor:
 
 @check.hyperparameters(logit_scale=check.scale_tensor)
 def euclidean_clip(
-    z_a: Tensor, z_b: Tensor, *, logit_scale: Tensor | float = 1.0, block_size: int | None = None
+    z_a: Tensor,
+    z_b: Tensor,
+    *,
+    logit_scale: Tensor | float = 1.0,
+    ids: Tensor | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     r"""EuCLIP: CLIP's symmetric cross-entropy with negative squared Euclidean distances as logits.
 
@@ -58,14 +64,20 @@ def euclidean_clip(
     Args:
         logit_scale: :math:`\sigma > 0`, a float or a learnable 0-dim tensor (see
             :class:`contrasphere.losses.EuclideanCLIPLoss`).
+        ids: ``(N,)`` integer sample ids, or None: pairs that share an id are never each other's negatives (see
+            :mod:`contrasphere.functional.contrastive`).
     """
     z_a, z_b = _pair(z_a, z_b)
+    ids = _ids(ids, z_a)
     sq_a, sq_b = _squared_norms(z_a), _squared_norms(z_b)
     twice = 2 * logit_scale
-    rows = row_logsumexp(z_a, z_b, scale=twice, col_bias=-logit_scale * sq_b, block_size=block_size)
-    cols = row_logsumexp(z_b, z_a, scale=twice, col_bias=-logit_scale * sq_a, block_size=block_size)
-    lse_rows, lse_cols = rows - logit_scale * sq_a, cols - logit_scale * sq_b
-    return ((lse_rows + lse_cols) / 2 + logit_scale * _squared_distances(z_a, z_b)).mean()
+    lse = partial(row_logsumexp, scale=twice, row_ids=ids, col_ids=ids, block_size=block_size)
+    lse_rows = lse(z_a, z_b, col_bias=-logit_scale * sq_b) - logit_scale * sq_a
+    lse_cols = lse(z_b, z_a, col_bias=-logit_scale * sq_a) - logit_scale * sq_b
+    positive = -logit_scale * _squared_distances(z_a, z_b)
+    if ids is not None:  # every pair of the anchor's id was left out: the positive comes back
+        lse_rows, lse_cols = torch.logaddexp(positive, lse_rows), torch.logaddexp(positive, lse_cols)
+    return ((lse_rows + lse_cols) / 2 - positive).mean()
 
 
 Kernel = Literal["gaussian", "laplacian", "mixture"]
@@ -79,6 +91,7 @@ def kernel_info_nce(
     kernel: Kernel = "gaussian",
     temperature: float = 0.5,
     laplacian_temperature: float = 0.5,
+    ids: Tensor | None = None,
     block_size: int | None = None,
 ) -> Tensor:
     r"""Kernel-InfoNCE: SimCLR's loss over ``2N`` views with the exponential of the inner product replaced by a
@@ -106,17 +119,23 @@ def kernel_info_nce(
         kernel: ``"gaussian"``, ``"laplacian"`` or ``"mixture"``.
         temperature: :math:`\tau > 0` of the Gaussian kernel (unused by ``"laplacian"``).
         laplacian_temperature: :math:`\tau_L > 0` of the Laplacian kernel (unused by ``"gaussian"``).
+        ids: ``(N,)`` integer sample ids, or None: views whose ids are equal are never each other's negatives (see
+            :mod:`contrasphere.functional.contrastive`); both views of a pair carry its id.
     """
     z_a, z_b = _pair(z_a, z_b)
     n = z_a.shape[0]
     z = torch.cat([z_a, z_b])
+    ids = _ids(ids, z_a)
+    both = None if ids is None else ids.repeat(2)
     if kernel == "gaussian":
         inv = 1.0 / temperature
         lse = sym_row_logsumexp(
-            z, scale=2 * inv, bias=-inv * _squared_norms(z), exclude_diagonal=True, block_size=block_size
+            z, scale=2 * inv, bias=-inv * _squared_norms(z), exclude_diagonal=True, ids=both, block_size=block_size
         )
-        positive = -inv * _squared_distances(z_a, z_b)
-        return (lse - positive.repeat(2)).mean()
+        positive = (-inv * _squared_distances(z_a, z_b)).repeat(2)
+        if both is not None:  # the partner comes back
+            lse = torch.logaddexp(positive, lse)
+        return (lse - positive).mean()
     zf = z.to(acc_dtype(z))
     # the distances themselves; computed without the expansion, whose gradient at distance 0 is not finite
     dist = torch.cdist(zf, zf, compute_mode="donot_use_mm_for_euclid_dist")
@@ -124,8 +143,10 @@ def kernel_info_nce(
     if kernel == "mixture":
         log_k = torch.logaddexp(-dist.square() / temperature, log_k)
     positive = torch.cat([log_k.diagonal(n), log_k.diagonal(-n)])
-    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    lse = torch.logsumexp(log_k.masked_fill(eye, -math.inf), dim=1)
+    left_out = torch.eye(2 * n, dtype=torch.bool, device=z.device) if both is None else both[:, None] == both[None, :]
+    lse = torch.logsumexp(log_k.masked_fill(left_out, -math.inf), dim=1)
+    if both is not None:
+        lse = torch.logaddexp(positive, lse)
     return (lse - positive).mean()
 
 
@@ -140,6 +161,7 @@ def hn_nce(
     alpha: float = 1.0,
     beta1: float = 0.5,
     beta2: float = 0.5,
+    ids: Tensor | None = None,
     block_size: int | None = None,
 ) -> Tensor:
     r"""HN-NCE: CLIP's loss with every negative reweighted towards the hard ones, in both directions.
@@ -167,16 +189,20 @@ def hn_nce(
             decoupled losses do).
         beta1: :math:`\beta_1 \ge 0`, the hardness of the image-to-text negatives (0: uniform weights).
         beta2: :math:`\beta_2 \ge 0`, the same for text to image.
+        ids: ``(N,)`` integer sample ids, or None: pairs that share an id are never each other's negatives (see
+            :mod:`contrasphere.functional.contrastive`); the weights then average to 1 over each anchor's
+            remaining negatives.
     """
     z_a, z_b = _pair(z_a, z_b, min_rows=2, why="HN-NCE weights the negatives of each pair, and one pair has none")
-    n = z_a.shape[0]
+    ids = _ids(ids, z_a)
+    log_count = math.log(z_a.shape[0] - 1) if ids is None else _others(ids, "HN-NCE").to(acc_dtype(z_a)).log()
     positive = logit_scale * _dot(z_a, z_b)
+    lse = partial(row_logsumexp, exclude_diagonal=True, row_ids=ids, col_ids=ids, block_size=block_size)
 
     def direction(a: Tensor, b: Tensor, beta: float) -> Tensor:
-        negatives = row_logsumexp(a, b, scale=(1 + beta) * logit_scale, exclude_diagonal=True, block_size=block_size)
+        negatives = lse(a, b, scale=(1 + beta) * logit_scale)
         if beta > 0:  # at beta = 0 the normaliser is log(N - 1) and cancels
-            normaliser = row_logsumexp(a, b, scale=beta * logit_scale, exclude_diagonal=True, block_size=block_size)
-            negatives = negatives - normaliser + math.log(n - 1)
+            negatives = negatives - lse(a, b, scale=beta * logit_scale) + log_count
         denominator = torch.logaddexp(positive + math.log(alpha), negatives) if alpha > 0 else negatives
         return (denominator - positive).mean()
 
@@ -184,7 +210,9 @@ def hn_nce(
 
 
 @check.hyperparameters(temperature=check.temperature)
-def gte_info_nce(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.01, block_size: int | None = None) -> Tensor:
+def gte_info_nce(
+    z_a: Tensor, z_b: Tensor, *, temperature: float = 0.01, ids: Tensor | None = None, block_size: int | None = None
+) -> Tensor:
     r"""GTE's "improved contrastive loss": one softmax over query-document, query-query and document-document pairs.
 
     With queries :math:`q_i = ` ``z_a[i]``, documents :math:`d_i = ` ``z_b[i]`` and :math:`s(x, y) = \langle x,
@@ -199,9 +227,19 @@ def gte_info_nce(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.01, block_s
 
     Two row log-sum-exps through the engine: each query against ``[documents; queries]`` and each document
     against ``[queries; documents]``, the self-pair (offset ``N``) excluded in both.
+
+    ``ids`` (``(N,)`` integer sample ids, or None): queries and documents that share an id are never each other's
+    negatives (see :mod:`contrasphere.functional.contrastive`); the positive pair keeps its two terms.
     """
     z_a, z_b = _pair(z_a, z_b, min_rows=1)
+    ids = _ids(ids, z_a)
     n, scale = z_a.shape[0], 1.0 / temperature
-    from_queries = row_logsumexp(z_a, torch.cat([z_b, z_a]), scale=scale, exclude_offsets=(n,), block_size=block_size)
-    from_documents = row_logsumexp(z_b, torch.cat([z_a, z_b]), scale=scale, exclude_offsets=(n,), block_size=block_size)
-    return (torch.logaddexp(from_queries, from_documents) - scale * _dot(z_a, z_b)).mean()
+    positive = scale * _dot(z_a, z_b)
+    queries_then_documents, documents_then_queries = torch.cat([z_a, z_b]), torch.cat([z_b, z_a])
+    if ids is None:
+        lse = partial(row_logsumexp, scale=scale, exclude_offsets=(n,), block_size=block_size)
+        return (torch.logaddexp(lse(z_a, documents_then_queries), lse(z_b, queries_then_documents)) - positive).mean()
+    both = ids.repeat(2)
+    lse = partial(row_logsumexp, scale=scale, row_ids=ids, col_ids=both, block_size=block_size)
+    negatives = torch.logaddexp(lse(z_a, documents_then_queries), lse(z_b, queries_then_documents))
+    return (torch.logaddexp(negatives, positive + math.log(2)) - positive).mean()

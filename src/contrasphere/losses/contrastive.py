@@ -48,6 +48,11 @@ class CLIPLoss(nn.Module):
         init_temperature: the starting temperature (CLIP: 0.07, i.e. a logit scale of about 14.3).
         max_logit_scale: the logit scale is clamped at this value (CLIP: 100) to keep training stable.
         learnable: if False the scale is a fixed buffer.
+        hardness: LLaVE's hardness weighting of the negatives (0: off), as
+            :func:`contrasphere.functional.clip_loss`.
+
+    ``forward(z_a, z_b, ids=None)``: ``ids`` are the pairs' sample ids (the image id of each caption), so that pairs
+    sharing one are not each other's negatives.
     """
 
     log_logit_scale: Tensor  # a Parameter, or a buffer when not learnable
@@ -57,10 +62,12 @@ class CLIPLoss(nn.Module):
         init_temperature: float = 0.07,
         max_logit_scale: float = 100.0,
         learnable: bool = True,
+        hardness: float = 0.0,
         block_size: int | None = None,
     ) -> None:
         super().__init__()
         self.block_size = block_size
+        self.hardness = check.hyperparameter_rules(CF.clip_loss)["hardness"](hardness, "hardness")
         init_temperature = check.temperature(init_temperature, "init_temperature")
         max_logit_scale = check.scale(max_logit_scale, "max_logit_scale")
         if not max_logit_scale >= 1 / init_temperature:
@@ -76,13 +83,13 @@ class CLIPLoss(nn.Module):
 
     def function_kwargs(self) -> dict[str, Any]:
         """What ``forward`` passes to :func:`contrasphere.functional.clip_loss` besides the inputs."""
-        return {"logit_scale": self.logit_scale, "block_size": self.block_size}
+        return {"logit_scale": self.logit_scale, "hardness": self.hardness, "block_size": self.block_size}
 
-    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.clip_loss(z_a, z_b, **self.function_kwargs())
+    def forward(self, z_a: Tensor, z_b: Tensor, ids: Tensor | None = None) -> Tensor:
+        return CF.clip_loss(z_a, z_b, ids=ids, **self.function_kwargs())
 
     def extra_repr(self) -> str:
-        return f"max_logit_scale={self.max_logit_scale}"
+        return f"max_logit_scale={self.max_logit_scale}, hardness={self.hardness}"
 
 
 @register_loss("siglip", inputs=("z_a", "z_b"), paper="Zhai et al. (SigLIP), ICCV 2023, Algorithm 1", fn=CF.siglip_loss)

@@ -32,6 +32,8 @@ class GatherLoss(nn.Module):
         return loss
 
     def _gather(self, name: str, value: Tensor) -> Tensor:
+        if name == "ids" and self.spec.takes_ids and isinstance(value, Tensor):
+            return all_gather_with_grad(value)[0]  # sample ids are global already: gathered as they are
         if name not in self.spec.inputs or name in self.spec.shared or not isinstance(value, Tensor) or value.ndim == 0:
             return value  # shared inputs and scalars are the same on every rank
         if name in self.spec.indices:  # local row indices -> global

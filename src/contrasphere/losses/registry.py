@@ -38,6 +38,12 @@ class LossSpec:
     dense_pairs: bool = False  # reduces over all pairs without the tiled engine (memory N x N)
 
     @property
+    def takes_ids(self) -> bool:
+        """Whether ``forward`` takes ``ids``: sample ids, one per row of the batch, whose equal pairs are never
+        each other's negatives (false-negative elimination)."""
+        return "ids" in inspect.signature(self.fn or self.cls.forward).parameters
+
+    @property
     def hyperparameters(self) -> dict[str, inspect.Parameter]:
         """The module's constructor arguments, by name, with their defaults."""
         params = inspect.signature(self.cls.__init__).parameters

@@ -65,8 +65,8 @@ class EuclideanCLIPLoss(nn.Module):
         """What ``forward`` passes to :func:`contrasphere.functional.euclidean_clip` besides the inputs."""
         return {"logit_scale": self.logit_scale, "block_size": self.block_size}
 
-    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.euclidean_clip(z_a, z_b, **self.function_kwargs())
+    def forward(self, z_a: Tensor, z_b: Tensor, ids: Tensor | None = None) -> Tensor:
+        return CF.euclidean_clip(z_a, z_b, ids=ids, **self.function_kwargs())
 
     def extra_repr(self) -> str:
         return f"max_logit_scale={self.max_logit_scale}"
@@ -120,8 +120,8 @@ class HNNCELoss(nn.Module):
             "block_size": self.block_size,
         }
 
-    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return CF.hn_nce(z_a, z_b, **self.function_kwargs())
+    def forward(self, z_a: Tensor, z_b: Tensor, ids: Tensor | None = None) -> Tensor:
+        return CF.hn_nce(z_a, z_b, ids=ids, **self.function_kwargs())
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta1={self.beta1}, beta2={self.beta2}, max_logit_scale={self.max_logit_scale}"

@@ -55,16 +55,58 @@ def _excluded(exclude_diagonal: bool, offsets: tuple[int, ...]) -> tuple[int, ..
     return tuple(sorted({0, *offsets} if exclude_diagonal else set(offsets)))
 
 
+IdPair = tuple[Tensor, Tensor]
+"""Sample ids of the rows and of the columns: a pair whose two ids are equal is left out of the reduction."""
+
+
+def _id_pair(row_ids: Tensor | None, col_ids: Tensor | None, n: int, m: int) -> IdPair | None:
+    """The ids of rows and columns as one pair, checked: both or neither, one integer id per row and column."""
+    if row_ids is None and col_ids is None:
+        return None
+    if row_ids is None or col_ids is None:
+        raise ValueError("row_ids and col_ids go together: pass both (the same tensor for a set against itself)")
+    for ids, k, name in ((row_ids, n, "row_ids"), (col_ids, m, "col_ids")):
+        if ids.shape != (k,) or ids.is_floating_point() or ids.dtype == torch.bool:
+            raise ValueError(
+                f"{name} must be {k} integer ids, shape ({k},); got {ids.dtype} of shape {tuple(ids.shape)}"
+            )
+    return row_ids, col_ids
+
+
 def _offset_mask(n: int, m: int, excluded: tuple[int, ...], device: torch.device) -> Tensor:
     """``(n, m)`` booleans, true where ``j - i`` is one of the excluded offsets."""
     diff = torch.arange(m, device=device)[None, :] - torch.arange(n, device=device)[:, None]
     return torch.isin(diff, torch.tensor(excluded, dtype=diff.dtype, device=device))
 
 
+def _pair_mask(n: int, m: int, excluded: tuple[int, ...], ids: IdPair | None, device: torch.device) -> Tensor | None:
+    """``(n, m)`` booleans, true for every left-out pair (an excluded offset or equal ids); None if there is none."""
+    mask = _offset_mask(n, m, excluded, device) if excluded else None
+    if ids is not None:
+        same = ids[0][:, None] == ids[1][None, :]
+        mask = same if mask is None else mask | same
+    return mask
+
+
+def _dense_scores(a: Tensor, b: Tensor, scale: Tensor | float, detached_scale: float) -> Tensor:
+    """``scale * a @ b.T + detached_scale * sg(a @ b.T)`` in the accumulation dtype (no gradient through the second)."""
+    dtype = acc_dtype(a)
+    raw = a.to(dtype) @ b.to(dtype).T
+    scores = raw * scale
+    return scores + detached_scale * raw.detach() if detached_scale else scores
+
+
 def _tile_scores(
-    out: Tensor, a_r: Tensor, b_c: Tensor, scale: Tensor, bias_c: Tensor | None, diagonals: tuple[int, ...]
+    out: Tensor,
+    a_r: Tensor,
+    b_c: Tensor,
+    scale: Tensor,
+    bias_c: Tensor | None,
+    diagonals: tuple[int, ...],
+    same: Tensor | None = None,
 ) -> Tensor:
-    """Scores of one tile into ``out`` (float32/64): ``scale * a_r @ b_c.T + bias_c``, given diagonals masked."""
+    """Scores of one tile into ``out`` (float32/64): ``scale * a_r @ b_c.T + bias_c``, given diagonals and the
+    pairs where ``same`` is true masked."""
     if a_r.dtype == out.dtype:
         torch.mm(a_r, b_c.T, out=out)
     else:
@@ -74,6 +116,8 @@ def _tile_scores(
         out.add_(bias_c)
     for offset in diagonals:
         out.diagonal(offset).fill_(-math.inf)
+    if same is not None:
+        out.masked_fill_(same, -math.inf)
     return out
 
 
@@ -92,11 +136,12 @@ def _tiles(
     *,
     col_bias: Tensor | None = None,
     excluded: tuple[int, ...] = (),
+    ids: IdPair | None = None,
 ) -> Iterator[tuple[int, int, int, int, Tensor]]:
     """Yield ``(r0, r1, c0, c1, tile)`` over every ``rows x cols`` tile of ``scale <a_i, b_j> + col_bias_j``.
 
-    Excluded diagonals are masked; ``col_bias`` may be ``(M,)`` or a scalar tensor. Each tile is written into one
-    reused buffer (float32/64): consume it before asking for the next.
+    Excluded diagonals and pairs of equal ``ids`` are masked; ``col_bias`` may be ``(M,)`` or a scalar tensor. Each
+    tile is written into one reused buffer (float32/64): consume it before asking for the next.
     """
     acc, mm = acc_dtype(a), _mm_dtype(a)
     a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
@@ -109,13 +154,9 @@ def _tiles(
             c1 = min(c0 + cols, m)
             bias_c = None if bias is None else bias if bias.ndim == 0 else bias[c0:c1]
             diagonals = _diag(r0, r1, c0, c1, excluded)
-            yield (
-                r0,
-                r1,
-                c0,
-                c1,
-                _tile_scores(buf[: r1 - r0, : c1 - c0], a_mm[r0:r1], b_mm[c0:c1], scale, bias_c, diagonals),
-            )
+            same = None if ids is None else ids[0][r0:r1, None] == ids[1][None, c0:c1]
+            out = buf[: r1 - r0, : c1 - c0]
+            yield r0, r1, c0, c1, _tile_scores(out, a_mm[r0:r1], b_mm[c0:c1], scale, bias_c, diagonals, same)
 
 
 def _accumulate(grad_a: Tensor, grad_b: Tensor | None, u: Tensor, a: Tensor, b: Tensor, mm: torch.dtype) -> None:
@@ -132,11 +173,12 @@ def _accumulate(grad_a: Tensor, grad_b: Tensor | None, u: Tensor, a: Tensor, b: 
 
 
 def _sym_tiles(
-    z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int
+    z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int, ids: Tensor | None = None
 ) -> Iterator[tuple[int, int, int, int, Tensor]]:
     """Yield ``(i0, i1, j0, j1, tile)`` for the tiles on and above the diagonal of ``scale <z_i, z_j> + r_i + r_j``.
 
-    Each tile is written into one reused buffer (float32/64), excluded diagonals masked; consume it before the next.
+    Each tile is written into one reused buffer (float32/64), excluded diagonals and pairs of equal ``ids`` masked;
+    consume it before the next.
     """
     acc, mm = acc_dtype(z), _mm_dtype(z)
     z_mm = z.detach().to(mm)
@@ -147,9 +189,9 @@ def _sym_tiles(
         i1 = min(i0 + side, n)
         for j0 in range(i0, n, side):
             j1 = min(j0 + side, n)
-            tile = _tile_scores(
-                buf[: i1 - i0, : j1 - j0], z_mm[i0:i1], z_mm[j0:j1], scale, None, _diag(i0, i1, j0, j1, excluded)
-            )
+            same = None if ids is None else ids[i0:i1, None] == ids[None, j0:j1]
+            out = buf[: i1 - i0, : j1 - j0]
+            tile = _tile_scores(out, z_mm[i0:i1], z_mm[j0:j1], scale, None, _diag(i0, i1, j0, j1, excluded), same)
             if r is not None:
                 tile.add_(r[i0:i1, None]).add_(r[None, j0:j1])
             yield i0, i1, j0, j1, tile

@@ -11,14 +11,17 @@ from torch import Tensor
 
 from ._tiling import (
     SYM_BLOCK,
+    IdPair,
     _accumulate,
     _as_scale,
     _blocks,
+    _dense_scores,
     _excluded,
     _exp_sum,
+    _id_pair,
     _mm_dtype,
-    _offset_mask,
     _online_update,
+    _pair_mask,
     _tiles,
     acc_dtype,
     use_tiles,
@@ -33,6 +36,9 @@ def row_logsumexp(
     col_bias: Tensor | None = None,
     exclude_diagonal: bool = False,
     exclude_offsets: tuple[int, ...] = (),
+    row_ids: Tensor | None = None,
+    col_ids: Tensor | None = None,
+    detached_scale: float = 0.0,
     block_size: int | None = None,
 ) -> Tensor:
     r""":math:`\mathrm{lse}_i = \log \sum_j e^{\sigma \langle a_i, b_j\rangle + c_j}` for every row ``i``, ``(N,)``.
@@ -43,30 +49,28 @@ def row_logsumexp(
         col_bias: :math:`c`, ``(M,)`` or None.
         exclude_diagonal: leave out the pairs ``j == i`` (``a`` and ``b`` index the same set).
         exclude_offsets: also leave out the pairs ``j == i + k`` for each ``k`` (e.g. a positive partner).
+        row_ids, col_ids: ``(N,)`` and ``(M,)`` integer sample ids, or None: the pairs with
+            ``row_ids[i] == col_ids[j]`` are left out (false negatives: two views of one sample, duplicates).
+        detached_scale: :math:`\alpha`: each score gets :math:`\alpha\,\mathrm{sg}(\langle a_i, b_j\rangle)`
+            on top, a term without gradient (LLaVE's hardness weighting, which multiplies each term of the sum by
+            :math:`e^{\alpha \mathrm{sg}(\langle a_i, b_j\rangle)}`).
         block_size: None (automatic), 0 (dense) or the row count of a tile.
 
     Returns the log-sum-exps in float32 (float64 for float64 input), differentiable in ``a``, ``b``, ``scale`` and
     ``col_bias``. A row whose every pair is excluded gets ``-inf``.
     """
     excluded = _excluded(exclude_diagonal, exclude_offsets)
+    ids = _id_pair(row_ids, col_ids, a.shape[0], b.shape[0])
     if not use_tiles(a.shape[0], b.shape[0], block_size):
-        return _row_logsumexp_dense(a, b, scale, col_bias, excluded)
+        scores = _dense_scores(a, b, scale, detached_scale)
+        if col_bias is not None:
+            scores = scores + col_bias.to(scores.dtype)
+        mask = _pair_mask(a.shape[0], b.shape[0], excluded, ids, a.device)
+        return torch.logsumexp(scores if mask is None else scores.masked_fill(mask, -math.inf), dim=1)
     rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
     scale_t = _as_scale(scale, a)
-    lse: Tensor = _RowLogSumExp.apply(a, b, scale_t, col_bias, excluded, rows, cols)
+    lse: Tensor = _RowLogSumExp.apply(a, b, scale_t, col_bias, excluded, rows, cols, ids, float(detached_scale))
     return lse
-
-
-def _row_logsumexp_dense(
-    a: Tensor, b: Tensor, scale: Tensor | float, col_bias: Tensor | None, excluded: tuple[int, ...]
-) -> Tensor:
-    dtype = acc_dtype(a)
-    scores = (a.to(dtype) @ b.to(dtype).T) * scale
-    if col_bias is not None:
-        scores = scores + col_bias.to(dtype)
-    if excluded:
-        scores = scores.masked_fill(_offset_mask(a.shape[0], b.shape[0], excluded, a.device), -math.inf)
-    return torch.logsumexp(scores, dim=1)
 
 
 class _RowLogSumExp(torch.autograd.Function):
@@ -80,29 +84,36 @@ class _RowLogSumExp(torch.autograd.Function):
         excluded: tuple[int, ...],
         rows: int,
         cols: int,
+        ids: IdPair | None,
+        detached_scale: float,
     ) -> Tensor:
         acc, n = acc_dtype(a), a.shape[0]
         run_max = torch.full((n,), -math.inf, dtype=acc, device=a.device)
         run_sum = torch.zeros(n, dtype=acc, device=a.device)
-        for r0, r1, _, _, tile in _tiles(a, b, scale, rows, cols, col_bias=col_bias, excluded=excluded):
+        value_scale = scale + detached_scale  # the tiles' values; the gradient flows through scale alone
+        for r0, r1, _, _, tile in _tiles(a, b, value_scale, rows, cols, col_bias=col_bias, excluded=excluded, ids=ids):
             _online_update(run_max[r0:r1], run_sum[r0:r1], tile.amax(1), partial(_exp_sum, tile, 1))
         lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
         ctx.save_for_backward(a, b, scale, col_bias, lse)
-        ctx.excluded, ctx.rows, ctx.cols = excluded, rows, cols
+        ctx.excluded, ctx.rows, ctx.cols, ctx.ids, ctx.detached_scale = excluded, rows, cols, ids, detached_scale
         return lse
 
     @staticmethod
-    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, None, None, None]:
+    def backward(
+        ctx: Any, grad_lse: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, None, None, None, None, None]:
         a, b, scale, col_bias, lse = ctx.saved_tensors
         acc, mm = acc_dtype(a), _mm_dtype(a)
         a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
         grad_lse = grad_lse.to(acc)
-        finite_lse = torch.where(torch.isinf(lse), 0.0, lse)
+        finite_lse = _finite(lse)
         grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
         grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
         need_bias = col_bias is not None and ctx.needs_input_grad[3]
         grad_bias = torch.zeros(b.shape[0], dtype=acc, device=a.device) if need_bias else None
-        for r0, r1, c0, c1, tile in _tiles(a, b, scale, ctx.rows, ctx.cols, col_bias=col_bias, excluded=ctx.excluded):
+        value_scale = scale + ctx.detached_scale
+        tiles = _tiles(a, b, value_scale, ctx.rows, ctx.cols, col_bias=col_bias, excluded=ctx.excluded, ids=ctx.ids)
+        for r0, r1, c0, c1, tile in tiles:
             # softmax weights times the incoming gradient: d lse_i / d s_ij = p_ij
             weights = tile.sub_(finite_lse[r0:r1, None]).exp_().mul_(grad_lse[r0:r1, None])
             _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
@@ -112,37 +123,66 @@ class _RowLogSumExp(torch.autograd.Function):
         grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
         grad_a.mul_(scale)
         grad_b.mul_(scale)
-        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_bias, None, None, None
+        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_bias, None, None, None, None, None
 
 
 def row_col_logsumexp(
-    a: Tensor, b: Tensor, *, scale: Tensor | float = 1.0, block_size: int | None = None
+    a: Tensor,
+    b: Tensor,
+    *,
+    scale: Tensor | float = 1.0,
+    exclude_diagonal: bool = False,
+    row_ids: Tensor | None = None,
+    col_ids: Tensor | None = None,
+    detached_scale: float = 0.0,
+    block_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Both :math:`\log \sum_j e^{\sigma\langle a_i, b_j\rangle}` (``(N,)``) and :math:`\log \sum_i
     e^{\sigma\langle a_i, b_j\rangle}` (``(M,)``) from one pass over the tiles.
 
     CLIP's two directions share every score; computing them together costs one matrix product per tile in the
     forward pass and three in the backward pass, half of two separate :func:`row_logsumexp` calls.
+    ``exclude_diagonal``, ``row_ids``, ``col_ids`` and ``detached_scale`` are as in :func:`row_logsumexp`, for both
+    directions.
     """
+    excluded = _excluded(exclude_diagonal, ())
+    ids = _id_pair(row_ids, col_ids, a.shape[0], b.shape[0])
     if not use_tiles(a.shape[0], b.shape[0], block_size):
-        dtype = acc_dtype(a)
-        scores = (a.to(dtype) @ b.to(dtype).T) * scale
+        scores = _dense_scores(a, b, scale, detached_scale)
+        mask = _pair_mask(a.shape[0], b.shape[0], excluded, ids, a.device)
+        if mask is not None:
+            scores = scores.masked_fill(mask, -math.inf)
         return torch.logsumexp(scores, dim=1), torch.logsumexp(scores, dim=0)
     side = min(block_size or SYM_BLOCK, max(a.shape[0], b.shape[0]))
     lse_rows: Tensor
     lse_cols: Tensor
-    lse_rows, lse_cols = _RowColLogSumExp.apply(a, b, _as_scale(scale, a), side)
+    lse_rows, lse_cols = _RowColLogSumExp.apply(a, b, _as_scale(scale, a), side, excluded, ids, float(detached_scale))
     return lse_rows, lse_cols
+
+
+def _finite(lse: Tensor) -> Tensor:
+    """``lse`` with ``-inf`` (a row whose every pair is left out) replaced by 0, so that ``tile - lse`` stays -inf."""
+    return torch.where(torch.isinf(lse), 0.0, lse)
 
 
 class _RowColLogSumExp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, scale: Tensor, side: int) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        scale: Tensor,
+        side: int,
+        excluded: tuple[int, ...],
+        ids: IdPair | None,
+        detached_scale: float,
+    ) -> tuple[Tensor, Tensor]:
         acc = acc_dtype(a)
         stats = [torch.full((k,), -math.inf, dtype=acc, device=a.device) for k in (a.shape[0], b.shape[0])]
         sums = [torch.zeros(k, dtype=acc, device=a.device) for k in (a.shape[0], b.shape[0])]
         spare = torch.empty(side, side, dtype=acc, device=a.device)
-        for i0, i1, j0, j1, tile in _tiles(a, b, scale, side, side):
+        value_scale = scale + detached_scale
+        for i0, i1, j0, j1, tile in _tiles(a, b, value_scale, side, side, excluded=excluded, ids=ids):
             copy = spare[: i1 - i0, : j1 - j0]
             _online_update(
                 stats[0][i0:i1],
@@ -156,14 +196,17 @@ class _RowColLogSumExp(torch.autograd.Function):
                 tile.amax(0),
                 partial(_exp_sum, tile, 0),
             )
-        lse_rows, lse_cols = (mx + sm.log() for mx, sm in zip(stats, sums))
+        lse_rows, lse_cols = (torch.where(sm > 0, mx + sm.log(), -math.inf) for mx, sm in zip(stats, sums))
         ctx.save_for_backward(a, b, scale, lse_rows, lse_cols)
-        ctx.side = side
+        ctx.side, ctx.excluded, ctx.ids, ctx.detached_scale = side, excluded, ids, detached_scale
         return lse_rows, lse_cols
 
     @staticmethod
-    def backward(ctx: Any, grad_rows: Tensor, grad_cols: Tensor) -> tuple[Tensor, Tensor, Tensor | None, None]:
+    def backward(
+        ctx: Any, grad_rows: Tensor, grad_cols: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None, None, None, None, None]:
         a, b, scale, lse_rows, lse_cols = ctx.saved_tensors
+        lse_rows, lse_cols = _finite(lse_rows), _finite(lse_cols)
         side = ctx.side
         acc, mm = acc_dtype(a), _mm_dtype(a)
         a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
@@ -171,7 +214,8 @@ class _RowColLogSumExp(torch.autograd.Function):
         grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
         grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
         spare = torch.empty(side, side, dtype=acc, device=a.device)
-        for i0, i1, j0, j1, tile in _tiles(a, b, scale, side, side):
+        value_scale = scale + ctx.detached_scale
+        for i0, i1, j0, j1, tile in _tiles(a, b, value_scale, side, side, excluded=ctx.excluded, ids=ctx.ids):
             # u_ij = g_i p(j | i) + g'_j p(i | j): the weight of score s_ij in both directions
             u = torch.sub(tile, lse_rows[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
             u.exp_().mul_(g_r[i0:i1, None])
@@ -180,4 +224,4 @@ class _RowColLogSumExp(torch.autograd.Function):
         grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
         grad_a.mul_(scale)
         grad_b.mul_(scale)
-        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, None
+        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, None, None, None, None

@@ -16,9 +16,10 @@ from ._tiling import (
     _as_scale,
     _excluded,
     _exp_sum,
+    _id_pair,
     _mm_dtype,
-    _offset_mask,
     _online_update,
+    _pair_mask,
     _sym_tiles,
     acc_dtype,
     use_tiles,
@@ -32,6 +33,7 @@ def sym_row_logsumexp(
     bias: Tensor | None = None,
     exclude_diagonal: bool = True,
     exclude_offsets: tuple[int, ...] = (),
+    ids: Tensor | None = None,
     block_size: int | None = None,
 ) -> Tensor:
     r""":math:`\mathrm{lse}_i = \log \sum_j e^{\sigma \langle z_i, z_j\rangle + r_i + r_j}` of one set against itself.
@@ -45,6 +47,7 @@ def sym_row_logsumexp(
         exclude_diagonal: leave out ``j == i`` (the default: self-pairs are not pairs).
         exclude_offsets: also leave out ``j == i + k`` for each ``k``; the set must be symmetric (``-k`` with
             ``k``), e.g. ``(N, -N)`` for the partner views of a ``2N`` batch.
+        ids: ``(N,)`` integer sample ids, or None: the pairs with ``ids[i] == ids[j]`` are left out.
         block_size: None (automatic), 0 (dense) or the side of a square tile.
     """
     n = z.shape[0]
@@ -53,30 +56,36 @@ def sym_row_logsumexp(
         raise ValueError(
             f"exclude_offsets must be symmetric (k with -k) for a symmetric reduction, got {exclude_offsets}"
         )
+    pair = _id_pair(ids, ids, n, n)
     if not use_tiles(n, n, block_size):
         dtype = acc_dtype(z)
         zz = z.to(dtype)
         scores = (zz @ zz.T) * scale
         if bias is not None:
             scores = scores + bias.to(dtype)[:, None] + bias.to(dtype)[None, :]
-        if excluded:
-            scores = scores.masked_fill(_offset_mask(n, n, excluded, z.device), -math.inf)
-        return torch.logsumexp(scores, dim=1)
+        mask = _pair_mask(n, n, excluded, pair, z.device)
+        return torch.logsumexp(scores if mask is None else scores.masked_fill(mask, -math.inf), dim=1)
     side = min(block_size or SYM_BLOCK, n)
-    lse: Tensor = _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side)
+    lse: Tensor = _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side, ids)
     return lse
 
 
 class _SymRowLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, z: Tensor, scale: Tensor, bias: Tensor | None, excluded: tuple[int, ...], side: int
+        ctx: Any,
+        z: Tensor,
+        scale: Tensor,
+        bias: Tensor | None,
+        excluded: tuple[int, ...],
+        side: int,
+        ids: Tensor | None,
     ) -> Tensor:
         acc, n = acc_dtype(z), z.shape[0]
         run_max = torch.full((n,), -math.inf, dtype=acc, device=z.device)
         run_sum = torch.zeros(n, dtype=acc, device=z.device)
         spare = torch.empty(side, side, dtype=acc, device=z.device)
-        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side):
+        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side, ids):
             copy = spare[: i1 - i0, : j1 - j0]
             _online_update(
                 run_max[i0:i1],
@@ -93,11 +102,11 @@ class _SymRowLogSumExp(torch.autograd.Function):
                 )
         lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
         ctx.save_for_backward(z, scale, bias, lse)
-        ctx.excluded, ctx.side = excluded, side
+        ctx.excluded, ctx.side, ctx.ids = excluded, side, ids
         return lse
 
     @staticmethod
-    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, None, None]:
+    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, None, None, None]:
         z, scale, bias, lse = ctx.saved_tensors
         side, excluded = ctx.side, ctx.excluded
         acc, mm = acc_dtype(z), _mm_dtype(z)
@@ -108,7 +117,7 @@ class _SymRowLogSumExp(torch.autograd.Function):
         grad_z = torch.zeros(z.shape, dtype=acc, device=z.device)
         grad_r = torch.zeros(n, dtype=acc, device=z.device) if bias is not None else None
         spare = torch.empty(side, side, dtype=acc, device=z.device)
-        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side):
+        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side, ctx.ids):
             # u_ij = w_ij + w_ji, the total weight of the unordered pair: p_ij g_i + p_ji g_j
             rows_w = torch.sub(tile, finite_lse[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
             rows_w.exp_().mul_(g[i0:i1, None])
@@ -122,7 +131,7 @@ class _SymRowLogSumExp(torch.autograd.Function):
         # sum_k <z_k, sum_j u_kj z_j> counts every ordered pair twice
         grad_scale = (z.detach().to(acc) * grad_z).sum() / 2 if ctx.needs_input_grad[1] else None
         grad_z.mul_(scale)
-        return grad_z.to(z.dtype), grad_scale, grad_r, None, None
+        return grad_z.to(z.dtype), grad_scale, grad_r, None, None, None
 
 
 def gaussian_logsumexp(z: Tensor, t: float, *, block_size: int | None) -> Tensor:
