@@ -1,4 +1,9 @@
-"""Distributed parity: 2 CPU processes (gloo) with uneven batches give the single-process loss and gradients."""
+"""Distributed parity: 2 and 4 CPU processes (gloo) with uneven batches give the single-process loss and gradients.
+
+Every registered loss runs through :class:`GatherLoss` in its default mode (each rank computes its share of the
+tiles), on 2 ranks (5 and 8 rows) and on 4 ranks (1, 6, 3 and 4 rows: a rank with a single row), dense and tiled
+at block sizes no share divides; the full-matrix mode is checked on 2 ranks too.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +21,18 @@ from contrasphere.gradcache import grad_cache_backward
 from contrasphere.losses import GatherLoss, loss_spec
 
 SIZES = [5, 8]  # rows per rank: uneven on purpose
+SIZES4 = [1, 6, 3, 4]  # four ranks, one of them with a single row
 D_IN, D_OUT = 6, 4
-CASES = [(name, None) for name in contrasphere.list_losses()] + [("nt_xent", 4), ("clip", 3), ("supcon", 5)]
+TILED = [("nt_xent", 4), ("clip", 3), ("supcon", 5), ("siglip", 3), ("uniformity", 4), ("hard_negative", 5)]
+CASES = [(name, None) for name in contrasphere.list_losses()] + TILED
 # false negatives by sample id: the ids are gathered with the rows (the labels serve, three rows per id)
 CASES += [(name, "ids") for name in contrasphere.list_losses() if loss_spec(name).takes_ids]
+FULL = [("nt_xent", None), ("clip", None), ("siglip", None), ("supcon", 5), ("uniformity", None)]  # mode="full"
 
 
-def _data():
+def _data(sizes=SIZES):
     g = torch.Generator().manual_seed(0)
-    n = sum(SIZES)
+    n = sum(sizes)
     x_a = torch.randn(n, D_IN, generator=g, dtype=torch.float64)
     x_b = x_a + 0.3 * torch.randn(n, D_IN, generator=g, dtype=torch.float64)
     return x_a, x_b, torch.arange(n) % 3
@@ -75,20 +83,25 @@ def _result(model, loss_module, loss):
     return {"loss": loss.item(), "grads": grads}
 
 
-def _worker(rank, world, init_file, out_dir):
+def _worker(rank, world, init_file, out_dir, sizes=SIZES):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    x_a, x_b, labels = _data()
-    start = sum(SIZES[:rank])
-    mine = slice(start, start + SIZES[rank])
+    x_a, x_b, labels = _data(sizes)
+    start = sum(sizes[:rank])
+    mine = slice(start, start + sizes[rank])
     results = {}
-    for name, block in CASES:
+    runs = [(c, "local") for c in CASES] + ([(c, "full") for c in FULL] if world == 2 else [])
+    for (name, block), mode in runs:
         model = DistributedDataParallel(_model())
         loss_module = _loss(name, block)
         loss = _step(
-            model, GatherLoss(loss_module), name, x_a[mine], x_b[mine], labels[mine], (SIZES[rank],), start,
-            ids=block == "ids",
+            model, GatherLoss(loss_module, mode=mode), name, x_a[mine], x_b[mine], labels[mine], (sizes[rank],),
+            start, ids=block == "ids",
         )  # fmt: skip
-        results[(name, block)] = _result(model.module, loss_module, loss)
+        results[(name, block, mode)] = _result(model.module, loss_module, loss)
+    if world != 2:
+        torch.save(results, f"{out_dir}/rank{rank}.pt")
+        dist.destroy_process_group()
+        return
     # gradient caching under DDP: chunks of 3 rows on each rank
     model = DistributedDataParallel(_model())
     loss_fn = GatherLoss(contrasphere.create_loss("nt_xent").double())
@@ -109,26 +122,55 @@ def _embed_pair(model, x_a, x_b):
     return {"z_a": z[:n], "z_b": z[n:]}
 
 
+def _spawn(tmp_path_factory, sizes):
+    tmp = tmp_path_factory.mktemp("dist")
+    world = len(sizes)
+    mp.spawn(_worker, args=(world, str(tmp / "init"), str(tmp), sizes), nprocs=world, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dist")
-    mp.spawn(_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return _spawn(tmp_path_factory, SIZES)
+
+
+@pytest.fixture(scope="module")
+def ranks4(tmp_path_factory):
+    return _spawn(tmp_path_factory, SIZES4)
+
+
+def _single(name, block, sizes):
+    x_a, x_b, labels = _data(sizes)
+    model = _model()
+    loss_module = _loss(name, block)
+    loss = _step(model, loss_module, name, x_a, x_b, labels, tuple(sizes), ids=block == "ids")
+    return _result(model, loss_module, loss)
+
+
+def _assert_matches(results, key, single):
+    for r in results:
+        got = r[key]
+        assert got["loss"] == pytest.approx(single["loss"], rel=1e-12)
+        for g, want in zip(got["grads"], single["grads"]):
+            torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[f"{n}-block{b}" for n, b in CASES])
 def test_two_processes_match_one(ranks, case):
-    name, block = case
-    x_a, x_b, labels = _data()
-    model = _model()
-    loss_module = _loss(name, block)
-    single = _result(model, loss_module, _step(model, loss_module, name, x_a, x_b, labels, ids=block == "ids"))
-    for r in ranks:
-        got = r[case]
-        assert got["loss"] == pytest.approx(single["loss"], rel=1e-12)
-        for g, want in zip(got["grads"], single["grads"]):
-            torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
+    _assert_matches(ranks, (*case, "local"), _single(*case, SIZES))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", FULL, ids=[f"{n}-block{b}" for n, b in FULL])
+def test_two_processes_in_full_matrix_mode_match_one(ranks, case):
+    _assert_matches(ranks, (*case, "full"), _single(*case, SIZES))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[f"{n}-block{b}" for n, b in CASES])
+def test_four_processes_one_with_a_single_row_match_one(ranks4, case):
+    _assert_matches(ranks4, (*case, "local"), _single(*case, SIZES4))
 
 
 @pytest.mark.slow

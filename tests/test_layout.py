@@ -21,7 +21,7 @@ CORE = {
     "_validate": {"errors"},
     "distributed": set(),
     "io": {"errors"},
-    "pairwise": {"_validate", "errors"},
+    "pairwise": {"_validate", "errors", "distributed"},  # the sharded reductions combine partial results
     "functional": {"_validate", "pairwise", "errors"},
     "losses": {"_validate", "pairwise", "functional", "distributed", "errors"},
     "metrics": {"_validate", "pairwise", "functional", "errors"},

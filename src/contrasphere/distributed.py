@@ -88,6 +88,57 @@ def all_gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     return _gather(x, sizes), offset
 
 
+def all_gather_rows(x: Tensor, sizes: list[int]) -> Tensor:
+    """:func:`all_gather_with_grad` for rows whose counts every rank knows already (no collective to learn them);
+    always through the autograd function, so that every rank takes part in the backward pass."""
+    if not is_initialized() or world_size() == 1:
+        return x
+    gathered: Tensor = _AllGatherWithGrad.apply(x, sizes)
+    return gathered
+
+
+class _AllLogSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        high = x.detach().clone()
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        shift = torch.where(torch.isinf(high), 0.0, high)
+        total = torch.exp(x.detach() - shift)
+        dist.all_reduce(total)
+        out = torch.where(total > 0, shift + total.log(), -torch.inf)
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        x, out = ctx.saved_tensors
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's result depends on every rank's x
+        weight = torch.where(torch.isinf(out), 0.0, torch.exp(x - torch.where(torch.isinf(out), 0.0, out)))
+        return grad * weight
+
+
+def all_logsumexp(x: Tensor) -> Tensor:
+    r"""Element-wise :math:`\log \sum_r e^{x_r}` over the ranks' ``x`` (same shape everywhere), with the gradient.
+
+    How partial log-sum-exps (each rank's share of a reduction's terms) become the global one: two all-reduces of
+    ``x``'s size forward (the maximum, then the shifted sum), one backward. ``-inf`` (no term on a rank) is fine.
+    """
+    if not is_initialized() or world_size() == 1:
+        return x
+    out: Tensor = _AllLogSumExp.apply(x)
+    return out
+
+
+def average_over_ranks(x: Tensor) -> Tensor:
+    """The mean of ``x`` over the ranks (a gradient hook for replicated parameters); ``x`` itself with one rank."""
+    if not is_initialized() or world_size() == 1:
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / world_size()
+
+
 class _AllReduceWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:

@@ -247,3 +247,46 @@ def test_errors(tmp_path, fixtures, capsys):
     with pytest.raises(SystemExit):  # argparse: an unknown --kind
         main(["analyze", str(folder), "--encoder", str(encoder), "--kind", "video"])
     assert not (tmp_path / "o").exists()  # nothing written for a failed analysis
+
+
+@pytest.mark.slow
+def test_an_image_text_run_is_analysed_on_its_held_out_split(tmp_path, fixtures, capsys):
+    from contrasphere.train.runs import load_run
+
+    run = tmp_path / "run"
+    assert main(["train", "flickr8k-lit", "--tiny", "--out", str(run), "--set", "eval.plots=false"]) == 0
+    out = tmp_path / "out"
+    assert (
+        main(["analyze", "flickr8k", "--encoder", str(run), "--out", str(out), "--no-progress", "--limit", "12"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "modality gap" in printed and "## Text side" in printed and "text to image" in printed
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["settings"]["kind"] == "image-text" and sorted(analysis["figures"]) == [
+        "align_uniform.png",
+        "cosines.png",
+    ]
+    r = analysis["metrics"]
+    # the same numbers from the run's towers, recomputed here on the first 12 held-out images and their captions
+    _, task, model, _ = load_run(run)
+    images, texts, owner = task.test_embeddings(model.eval())
+    keep = owner < 12
+    images, texts, owner = images[:12], texts[keep], owner[keep]
+    first = torch.tensor([int((owner == i).nonzero()[0]) for i in range(12)])
+    assert r["images"] == 12 and r["captions"] == texts.shape[0]
+    _check_geometry(r, images)
+    assert r["alignment"] == pytest.approx(metrics.alignment(images, texts[first]), abs=1e-6)
+    assert r["modality_gap"] == pytest.approx(metrics.modality_gap(images, texts[first]), abs=1e-6)
+    assert r["modality_spread"]["non_matching"] == pytest.approx(
+        metrics.modality_spread(images, texts[first])["non_matching"], abs=1e-6
+    )
+    assert r["text"]["uniformity"] == pytest.approx(metrics.uniformity(texts), abs=1e-6)
+    views = [texts[first + v] for v in range(5)]  # 5 captions per image, stored image by image
+    assert r["text"]["lidar"] == pytest.approx(metrics.lidar(views), rel=1e-5)
+    recall = evaluation.retrieval_recall_many(texts, images, owner, torch.arange(12))
+    assert r["retrieval"]["text_to_image"] == pytest.approx(recall)
+    # a run of another task, and another dataset, are refused with one error line
+    assert main(["analyze", "cifar10", "--encoder", str(run), "--out", str(out)]) == 2
+    assert "trained on flickr8k" in capsys.readouterr().err
+    assert main(["analyze", "flickr8k", "--kind", "image-text", "--encoder", "minilm"]) == 2
+    assert "needs a run folder" in capsys.readouterr().err

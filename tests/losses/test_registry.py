@@ -139,11 +139,12 @@ def _perturbed(name: str) -> dict[str, object]:
 
     Floats are scaled by 0.8: a positive value stays positive (temperatures, weights, exponents), one below 1 stays
     below 1 (tau_plus, margins), a negative one stays negative (SigLIP's bias), and CLIP's bound
-    ``max_logit_scale >= 1 / init_temperature`` keeps holding (a 20 % lower cap, a 25 % larger scale). Counts are
-    scaled by 0.8 too (at least 1); a float that is 0 by default becomes 1.5; a ``Literal`` choice becomes another allowed one (read from the function's
-    annotation); an off-by-default ``float | None`` is switched on; a switch of the function is flipped. A switch of
-    the module alone (CLIP's ``learnable``: a parameter or a buffer) is kept, so that the learnable scales'
-    gradients are compared.
+    ``max_logit_scale >= 1 / init_temperature`` keeps holding (a 20 % lower cap, a 25 % larger scale); a float
+    that is 0 by default (an off-by-default weight such as ``hardness``) becomes 1.5. Counts are scaled by 0.8 too
+    (at least 1); a ``Literal`` choice becomes another allowed one (read from the function's annotation); an
+    off-by-default ``float | None`` is switched on; a switch of the function is flipped. A switch of the module
+    alone (CLIP's ``learnable``: a parameter or a buffer) is kept, so that the learnable scales' gradients are
+    compared.
     """
     spec = loss_spec(name)
     hints, keywords = typing.get_type_hints(spec.fn), _keywords(spec.fn)

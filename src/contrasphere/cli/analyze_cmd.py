@@ -12,6 +12,7 @@ examples:
   contrasphere analyze cifar10 --encoder efficientnet_lite0 --limit 2000
   contrasphere analyze photos/ --encoder encoder.pt                 # class sub-folders, a TorchScript encoder
   contrasphere analyze sentences.txt --encoder path/to/hf-model     # one sentence a line, a local HF model
+  contrasphere analyze flickr8k --encoder runs/flickr8k-lit         # an image-text run on its held-out split
 
 DATA: a dataset the loaders know (cifar10: its test split; stsb, sts12..sts16, sickr with --split; wiki1m;
 flickr8k: its captions with a text encoder, its images with an image encoder), an image folder with class
@@ -19,16 +20,19 @@ sub-folders, or a text file with one sentence per line. Datasets are looked for 
 --data-root, else $CONTRASPHERE_DATA, ./data, ../shared/data and ~/data; nothing is downloaded.
 
 ENCODER: {", ".join(ENCODER_NAMES)} (all-MiniLM-L6-v2 mean-pooled; ImageNet-pretrained EfficientNet-Lite0 on
-images resized to 224 and scaled to [-1, 1]), a local Hugging Face model folder (text, mean-pooled), or a
+images resized to 224 and scaled to [-1, 1]), a local Hugging Face model folder (text, mean-pooled), a
 TorchScript file (an image encoder taking float images (B, C, H, W) in [0, 1] at the data's own size and
-returning (B, D)). TorchScript files are read with torch.jit.load; pickled modules (torch.save of an nn.Module)
-are refused, because unpickling an untrusted file can run arbitrary code.
+returning (B, D)), or a run folder of an image-text model trained by contrasphere (kind image-text: its two
+towers embed the run's held-out images and their captions; checkpoints are read with weights_only=True).
+TorchScript files are read with torch.jit.load; pickled modules (torch.save of an nn.Module) are refused,
+because unpickling an untrusted file can run arbitrary code.
 
 Writes OUT/report.md (a table of every metric), OUT/analysis.json (every number and the settings) and figures:
 the alignment-uniformity point when the data has positive pairs (STS pairs scored above 4, as SimCSE; the first
 two captions of each Flickr8k image, whose captions are also LiDAR's views), the
 circle for 2-d embeddings, otherwise a histogram of pair cosines. Labelled images add per-class statistics and a
-kNN accuracy on a seeded half split.
+kNN accuracy on a seeded half split. Image-text runs add the modality gap, the matching, non-matching and
+intra-modal cosines, the text side's geometry (LiDAR over each image's captions) and recall in both directions.
 """
 
 
@@ -44,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", metavar="DATA", help="dataset name, image folder or text file")
     p.add_argument(
-        "--encoder", required=True, help="minilm, efficientnet_lite0, a HF model folder or a TorchScript file"
+        "--encoder",
+        required=True,
+        help="minilm, efficientnet_lite0, a HF model folder, a TorchScript file or an image-text run folder",
     )
     p.add_argument("--kind", choices=KINDS, help="what DATA holds (default: inferred; checked when given)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: analysis/<data-name>-<encoder>)")

@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def describe(spec: LossSpec) -> dict:
-    """One registry entry as a JSON-ready dict: name, paper, inputs, engine use and distributed support."""
+    """One registry entry as a JSON-ready dict: name, paper, inputs (and whether it takes sample ids), engine use
+    and distributed support."""
     uses_engine = "block_size" in spec.hyperparameters
     distributed = "gathers " + ", ".join(i for i in spec.inputs if i not in spec.shared)
     if spec.indices:
@@ -40,6 +41,7 @@ def describe(spec: LossSpec) -> dict:
         "function": f"{spec.fn.__name__}" if spec.fn is not None else None,
         "paper": spec.paper,
         "inputs": list(spec.inputs),
+        "takes_ids": spec.takes_ids,
         "engine": uses_engine,
         "dense_pairs": spec.dense_pairs,
         "distributed": distributed,
@@ -56,7 +58,7 @@ def markdown() -> str:
         engine = "yes (`block_size`)" if r["engine"] else "not needed: no N x N matrix"
         if r["dense_pairs"]:
             engine = "no: dense N x N"
-        inputs = ", ".join(f"`{i}`" for i in r["inputs"])
+        inputs = ", ".join(f"`{i}`" for i in r["inputs"]) + (" (+ `ids`)" if r["takes_ids"] else "")
         function = f"`{r['function']}`" if r["function"] else "(own math: stateful or per-step draws)"
         cells = [f"`{r['name']}`", f"`{r['class']}`", function, r["paper"], inputs, engine, r["distributed"]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -4,32 +4,68 @@ Why that gives exact gradients: every rank computes the same global loss ``L`` o
 backward of :func:`contrasphere.distributed.all_gather_with_grad` sums the gradients that every rank computed for
 each row, so rank ``r``'s rows get ``world_size * dL/dz_r``; DistributedDataParallel's averaging divides the
 ``world_size`` back out: each parameter gets exactly the gradient of the single-process loss on the global batch.
+
+In the default ``mode="local"`` the engine's reductions run sharded (:func:`contrasphere.pairwise.sharded`): each
+rank computes only its share of the score matrix (its own rows; for symmetric objectives an even share of the
+upper triangle) and the partial reductions are combined with ``O(N)`` collectives, so per-rank loss work falls as
+``1 / W``. The argument above still holds (see :mod:`contrasphere.pairwise.sharding`). The loss's own parameters
+(a learnable logit scale) are replicated, not gathered: their gradients are averaged over the ranks in the
+backward pass, which makes them exact on every rank in both modes.
 """
 
 from __future__ import annotations
 
+import contextlib
+from typing import Literal
+
 from torch import Tensor, nn
 
+from .. import distributed
 from ..distributed import all_gather_with_grad, rank, sizes_of
+from ..pairwise import sharded
 from .registry import LossSpec, loss_spec_of
+
+Mode = Literal["local", "full"]
 
 
 class GatherLoss(nn.Module):
     """Any registered loss, computed on the embeddings (and labels) gathered from every rank.
 
     Each rank gets the global-batch loss; with DistributedDataParallel the parameter gradients equal those of the
-    single-process loss on the global batch exactly (see the module docstring). Every rank computes the whole
-    ``N_global x N_global`` reduction, which the tiled engine keeps memory-linear.
+    single-process loss on the global batch exactly (see the module docstring).
+
+    Args:
+        loss: a registered loss module (or a wrapper that carries its ``spec``).
+        mode: ``"local"`` (the default): each rank computes only its share of every pairwise reduction, per-rank
+            work ``O(N_global^2 D / W)``; ``"full"``: every rank computes the whole ``N_global x N_global``
+            reduction (the reference; the tiled engine keeps either memory-linear).
     """
 
-    def __init__(self, loss: nn.Module, spec: LossSpec | None = None) -> None:
+    def __init__(self, loss: nn.Module, spec: LossSpec | None = None, *, mode: Mode = "local") -> None:
         super().__init__()
+        if mode not in ("local", "full"):
+            raise ValueError(f"mode must be 'local' (each rank its share of the tiles) or 'full', got {mode!r}")
         self.loss = loss
         self.spec = spec or loss_spec_of(loss)
+        self.mode = mode
+        self._averaging = False
 
     def forward(self, **inputs: Tensor) -> Tensor:
-        loss: Tensor = self.loss(**{name: self._gather(name, value) for name, value in inputs.items()})
+        gathered = {name: self._gather(name, value) for name, value in inputs.items()}
+        if distributed.world_size() > 1:
+            self._average_own_parameters()
+        with sharded() if self.mode == "local" else contextlib.nullcontext():
+            loss: Tensor = self.loss(**gathered)
         return loss
+
+    def _average_own_parameters(self) -> None:
+        """Average the gradients of the loss's parameters over the ranks, once per backward pass (a hook)."""
+        if self._averaging:
+            return
+        for p in self.loss.parameters():
+            if p.requires_grad:
+                p.register_hook(distributed.average_over_ranks)  # type: ignore[no-untyped-call]
+        self._averaging = True
 
     def _gather(self, name: str, value: Tensor) -> Tensor:
         if name == "ids" and self.spec.takes_ids and isinstance(value, Tensor):

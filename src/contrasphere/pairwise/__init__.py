@@ -17,11 +17,13 @@ loss chooses through ``block_size``: ``None`` picks dense up to :data:`DENSE_MAX
 (about four times the float32 rate on CPUs with AVX512-BF16) and reduced in float32.
 
 Layout: :mod:`._tiling` (sizes, dtypes, tile generators), :mod:`.rows` (row and row-and-column passes),
-:mod:`.symmetric` (the symmetric pass and the Gaussian log-sum-exp of uniformity), :mod:`.softplus` (SigLIP).
+:mod:`.symmetric` (the symmetric pass and the Gaussian log-sum-exp of uniformity), :mod:`.softplus` (SigLIP),
+:mod:`.sharding` (under data parallelism, each rank computes its share of the tiles: :func:`sharded`).
 """
 
 from ._tiling import DENSE_MAX_PAIRS, ROW_BLOCK, SYM_BLOCK, TILE_PAIRS, acc_dtype, use_tiles
 from .rows import row_col_logsumexp, row_logsumexp
+from .sharding import sharded
 from .softplus import softplus_sum
 from .symmetric import gaussian_logsumexp, sym_row_logsumexp
 
@@ -34,6 +36,7 @@ __all__ = [
     "gaussian_logsumexp",
     "row_col_logsumexp",
     "row_logsumexp",
+    "sharded",
     "softplus_sum",
     "sym_row_logsumexp",
     "use_tiles",

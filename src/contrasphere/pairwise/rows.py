@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import sharding
 from ._tiling import (
     SYM_BLOCK,
     IdPair,
@@ -61,6 +62,13 @@ def row_logsumexp(
     """
     excluded = _excluded(exclude_diagonal, exclude_offsets)
     ids = _id_pair(row_ids, col_ids, a.shape[0], b.shape[0])
+    shard = sharding.current()
+    if shard is not None:
+        return sharding.row_logsumexp_shard(
+            shard, a, b, scale=scale, col_bias=col_bias, exclude_diagonal=exclude_diagonal,
+            exclude_offsets=exclude_offsets, row_ids=row_ids, col_ids=col_ids, detached_scale=detached_scale,
+            block_size=block_size,
+        )  # fmt: skip
     if not use_tiles(a.shape[0], b.shape[0], block_size):
         scores = _dense_scores(a, b, scale, detached_scale)
         if col_bias is not None:
@@ -131,7 +139,10 @@ def row_col_logsumexp(
     b: Tensor,
     *,
     scale: Tensor | float = 1.0,
+    row_bias: Tensor | None = None,
+    col_bias: Tensor | None = None,
     exclude_diagonal: bool = False,
+    exclude_offsets: tuple[int, ...] = (),
     row_ids: Tensor | None = None,
     col_ids: Tensor | None = None,
     detached_scale: float = 0.0,
@@ -142,13 +153,25 @@ def row_col_logsumexp(
 
     CLIP's two directions share every score; computing them together costs one matrix product per tile in the
     forward pass and three in the backward pass, half of two separate :func:`row_logsumexp` calls.
-    ``exclude_diagonal``, ``row_ids``, ``col_ids`` and ``detached_scale`` are as in :func:`row_logsumexp`, for both
-    directions.
+    The scores may carry a row and a column term, :math:`\sigma\langle a_i, b_j\rangle + r_i + c_j` (``row_bias``
+    ``(N,)``, ``col_bias`` ``(M,)``); ``exclude_diagonal``, ``exclude_offsets``, ``row_ids``, ``col_ids`` and
+    ``detached_scale`` are as in :func:`row_logsumexp`, for both directions.
     """
-    excluded = _excluded(exclude_diagonal, ())
+    excluded = _excluded(exclude_diagonal, exclude_offsets)
     ids = _id_pair(row_ids, col_ids, a.shape[0], b.shape[0])
+    shard = sharding.current()
+    if shard is not None:
+        return sharding.row_col_logsumexp_shard(
+            shard, a, b, scale=scale, row_bias=row_bias, col_bias=col_bias, exclude_diagonal=exclude_diagonal,
+            exclude_offsets=exclude_offsets, row_ids=row_ids, col_ids=col_ids, detached_scale=detached_scale,
+            block_size=block_size,
+        )  # fmt: skip
     if not use_tiles(a.shape[0], b.shape[0], block_size):
         scores = _dense_scores(a, b, scale, detached_scale)
+        if row_bias is not None:
+            scores = scores + row_bias.to(scores.dtype)[:, None]
+        if col_bias is not None:
+            scores = scores + col_bias.to(scores.dtype)[None, :]
         mask = _pair_mask(a.shape[0], b.shape[0], excluded, ids, a.device)
         if mask is not None:
             scores = scores.masked_fill(mask, -math.inf)
@@ -156,7 +179,9 @@ def row_col_logsumexp(
     side = min(block_size or SYM_BLOCK, max(a.shape[0], b.shape[0]))
     lse_rows: Tensor
     lse_cols: Tensor
-    lse_rows, lse_cols = _RowColLogSumExp.apply(a, b, _as_scale(scale, a), side, excluded, ids, float(detached_scale))
+    lse_rows, lse_cols = _RowColLogSumExp.apply(
+        a, b, _as_scale(scale, a), row_bias, col_bias, side, excluded, ids, float(detached_scale)
+    )
     return lse_rows, lse_cols
 
 
@@ -172,6 +197,8 @@ class _RowColLogSumExp(torch.autograd.Function):
         a: Tensor,
         b: Tensor,
         scale: Tensor,
+        row_bias: Tensor | None,
+        col_bias: Tensor | None,
         side: int,
         excluded: tuple[int, ...],
         ids: IdPair | None,
@@ -182,7 +209,11 @@ class _RowColLogSumExp(torch.autograd.Function):
         sums = [torch.zeros(k, dtype=acc, device=a.device) for k in (a.shape[0], b.shape[0])]
         spare = torch.empty(side, side, dtype=acc, device=a.device)
         value_scale = scale + detached_scale
-        for i0, i1, j0, j1, tile in _tiles(a, b, value_scale, side, side, excluded=excluded, ids=ids):
+        rb = None if row_bias is None else row_bias.detach().to(acc)
+        tiles = _tiles(a, b, value_scale, side, side, col_bias=col_bias, excluded=excluded, ids=ids)
+        for i0, i1, j0, j1, tile in tiles:
+            if rb is not None:
+                tile.add_(rb[i0:i1, None])
             copy = spare[: i1 - i0, : j1 - j0]
             _online_update(
                 stats[0][i0:i1],
@@ -197,15 +228,15 @@ class _RowColLogSumExp(torch.autograd.Function):
                 partial(_exp_sum, tile, 0),
             )
         lse_rows, lse_cols = (torch.where(sm > 0, mx + sm.log(), -math.inf) for mx, sm in zip(stats, sums))
-        ctx.save_for_backward(a, b, scale, lse_rows, lse_cols)
+        ctx.save_for_backward(a, b, scale, row_bias, col_bias, lse_rows, lse_cols)
         ctx.side, ctx.excluded, ctx.ids, ctx.detached_scale = side, excluded, ids, detached_scale
         return lse_rows, lse_cols
 
     @staticmethod
     def backward(
         ctx: Any, grad_rows: Tensor, grad_cols: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor | None, None, None, None, None]:
-        a, b, scale, lse_rows, lse_cols = ctx.saved_tensors
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, None, None, None, None]:
+        a, b, scale, row_bias, col_bias, lse_rows, lse_cols = ctx.saved_tensors
         lse_rows, lse_cols = _finite(lse_rows), _finite(lse_cols)
         side = ctx.side
         acc, mm = acc_dtype(a), _mm_dtype(a)
@@ -215,13 +246,23 @@ class _RowColLogSumExp(torch.autograd.Function):
         grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
         spare = torch.empty(side, side, dtype=acc, device=a.device)
         value_scale = scale + ctx.detached_scale
-        for i0, i1, j0, j1, tile in _tiles(a, b, value_scale, side, side, excluded=ctx.excluded, ids=ctx.ids):
+        rb = None if row_bias is None else row_bias.detach().to(acc)
+        grad_rb = torch.zeros(a.shape[0], dtype=acc, device=a.device) if row_bias is not None else None
+        grad_cb = torch.zeros(b.shape[0], dtype=acc, device=a.device) if col_bias is not None else None
+        tiles = _tiles(a, b, value_scale, side, side, col_bias=col_bias, excluded=ctx.excluded, ids=ctx.ids)
+        for i0, i1, j0, j1, tile in tiles:
+            if rb is not None:
+                tile.add_(rb[i0:i1, None])
             # u_ij = g_i p(j | i) + g'_j p(i | j): the weight of score s_ij in both directions
             u = torch.sub(tile, lse_rows[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
             u.exp_().mul_(g_r[i0:i1, None])
             u.add_(tile.sub_(lse_cols[None, j0:j1]).exp_().mul_(g_c[None, j0:j1]))
             _accumulate(grad_a[i0:i1], grad_b[j0:j1], u, a_mm[i0:i1], b_mm[j0:j1], mm)
+            if grad_rb is not None:
+                grad_rb[i0:i1] += u.sum(1)
+            if grad_cb is not None:
+                grad_cb[j0:j1] += u.sum(0)
         grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
         grad_a.mul_(scale)
         grad_b.mul_(scale)
-        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, None, None, None, None
+        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_rb, grad_cb, None, None, None, None

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import sharding
 from ._tiling import _accumulate, _as_scale, _blocks, _mm_dtype, _tiles, acc_dtype, use_tiles
 
 
@@ -17,6 +18,9 @@ def softplus_sum(
 
     Differentiable in ``a``, ``b``, ``scale`` and ``bias``; ``block_size`` as in :func:`row_logsumexp`.
     """
+    shard = sharding.current()
+    if shard is not None:
+        return sharding.softplus_sum_shard(shard, a, b, scale=scale, bias=bias, block_size=block_size)
     if not use_tiles(a.shape[0], b.shape[0], block_size):
         dtype = acc_dtype(a)
         return _softplus((a.to(dtype) @ b.to(dtype).T) * scale + bias).sum()

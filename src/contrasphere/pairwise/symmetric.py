@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import sharding
 from ._tiling import (
     SYM_BLOCK,
     _accumulate,
@@ -57,6 +58,11 @@ def sym_row_logsumexp(
             f"exclude_offsets must be symmetric (k with -k) for a symmetric reduction, got {exclude_offsets}"
         )
     pair = _id_pair(ids, ids, n, n)
+    shard = sharding.current()
+    if shard is not None:
+        return sharding.sym_row_logsumexp_shard(
+            shard, z, scale=scale, bias=bias, excluded=excluded, ids=ids, block_size=block_size
+        )
     if not use_tiles(n, n, block_size):
         dtype = acc_dtype(z)
         zz = z.to(dtype)

@@ -45,6 +45,21 @@ def _num(x: Any, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def _text_side(text: dict[str, Any], captions: int) -> list[str]:
+    """The table of the captions' own geometry in an image-text report."""
+    lines = ["", f"## Text side ({captions} captions)", "", "| metric | value | meaning |", "|---|---|---|"]
+    rows = [
+        (f"uniformity (t={text['t']:g})", text["uniformity"], "lower is more uniform"),
+        ("Wasserstein uniformity", text["wasserstein_uniformity"], "-W2 to N(0, I/D); 0 at best"),
+        ("anisotropy", text["anisotropy"], "mean cosine of distinct captions"),
+        ("effective rank", text["effective_rank"], f"RankMe, of at most {min(text['n'], text['dim'])}"),
+        ("alpha-ReQ", text["alpha_req"], "covariance eigen-decay"),
+        ("LiDAR", text.get("lidar"), f"{text.get('lidar_views', 0)} captions of each image as its views"),
+    ]
+    lines += [f"| {name} | {_num(value)} | {meaning} |" for name, value, meaning in rows]
+    return lines
+
+
 def format_report(analysis: dict[str, Any]) -> str:
     """``report.md``: the settings, a table of every metric and, with labels, a table per class."""
     s, r = analysis["settings"], analysis["metrics"]
@@ -75,6 +90,17 @@ def format_report(analysis: dict[str, Any]) -> str:
     elif s["kind"] == "captions":
         what = f"caption 1 vs caption 2 of each of {r['images']} images; lower is better"
         row(f"alignment (alpha={r['alpha']:g})", r["alignment"], what)
+    elif s["kind"] == "image-text":
+        what = f"each of {r['images']} images vs its first caption; lower is better"
+        row(f"alignment (alpha={r['alpha']:g})", r["alignment"], what)
+        spread = r["modality_spread"]
+        row("modality gap", r["modality_gap"], "distance between the mean image and the mean caption; 0 to 2")
+        row("matching cosine", spread["matching"], "image and its first caption")
+        row("non-matching cosine", spread["non_matching"], "image and another image's caption")
+        row("image-image cosine", spread["intra_a"], "mean over distinct images (the image side's anisotropy)")
+        row("caption-caption cosine", spread["intra_b"], "mean over distinct first captions")
+        lines += ["", "The rest of this table is the image side; the text side follows."]
+        lines += ["", "| metric | value | meaning |", "|---|---|---|"]
     else:
         row(f"alignment (alpha={r['alpha']:g})", None, "no positive pairs in this data")
     subset = "" if r["uniformity_points"] == r["n"] else f" (random {r['uniformity_points']} of {r['n']})"
@@ -91,6 +117,12 @@ def format_report(analysis: dict[str, Any]) -> str:
         row("LiDAR", r["lidar"], f"{r['lidar_views']} views {what} {r['lidar_samples']} samples", 2)
     else:
         row("LiDAR", None, "needs several views of each sample")
+    if "text" in r:
+        lines.extend(_text_side(r["text"], r["captions"]))
+        lines += ["", "## Retrieval", "", "| direction | R@1 | R@5 | R@10 |", "|---|---|---|---|"]
+        for direction, recall in r["retrieval"].items():
+            cells = " | ".join(_num(recall.get(f"R@{k}"), 3) for k in (1, 5, 10))
+            lines.append(f"| {direction.replace('_', ' ')} | {cells} |")
     if "knn" in r:
         k = r["knn"]
         row("kNN accuracy", k["accuracy"], f"k={k['k']}, tau=0.07, {k['train']} / {k['test']} seeded half split")

@@ -13,12 +13,19 @@ Pairs by kind of data:
 - ``captions`` (Flickr8k with a text encoder): every caption is embedded; the first two captions of each image are
   its positive pair, and its captions are LiDAR's views (5 per image);
 - ``images`` and ``text``: no pairs (no alignment), only the geometry of the one set; images with class labels
-  add per-class statistics and a kNN accuracy (Flickr8k with an image encoder: its images, unlabelled).
+  add per-class statistics and a kNN accuracy (Flickr8k with an image encoder: its images, unlabelled);
+- ``image-text`` (Flickr8k with a two-tower image-text run, e.g. from ``contrasphere train flickr8k-lit``): the
+  run's held-out images and all their captions, embedded by its two towers into one space; each image and its
+  first caption are a pair (alignment, the modality gap and the cross- and intra-modal cosine spreads of
+  :func:`contrasphere.metrics.modality_spread`), each side's own geometry, LiDAR with the captions of an image
+  as its views, and image-to-text and text-to-image recall.
 
 Encoders: ``minilm`` (the packaged all-MiniLM-L6-v2, mean-pooled), ``efficientnet_lite0`` (ImageNet-pretrained;
 images resized to 224 and scaled to [-1, 1] as the model states), a local Hugging Face model folder (a text
-encoder, mean-pooled), or a TorchScript file, loaded with :func:`torch.jit.load` (never unpickled): an image
-encoder that takes float images ``(B, C, H, W)`` in [0, 1] at the data's own size and returns ``(B, D)``.
+encoder, mean-pooled), a TorchScript file, loaded with :func:`torch.jit.load` (never unpickled): an image
+encoder that takes float images ``(B, C, H, W)`` in [0, 1] at the data's own size and returns ``(B, D)``; or a
+run folder of contrasphere's trainer (its ``checkpoint.pt`` is read with ``weights_only=True``), whose trained
+model embeds the run's own held-out split.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from . import data as D
 from .analysis_report import format_report, pair_cosines, plot_cosine_histogram
 from .rundir import write_atomic
 
-KINDS = ("images", "text", "sts", "captions")
+KINDS = ("images", "text", "sts", "captions", "image-text")
 ENCODER_NAMES = ("minilm", "efficientnet_lite0")
 STS_POSITIVE = 4.0  # SimCSE: STS-B pairs with a gold score above 4 are positives
 DEFAULT_MAX_POINTS = 50_000
@@ -110,9 +117,18 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def is_run(spec: str) -> bool:
+    """Whether an encoder spec is a run folder of the trainer (it holds ``checkpoint.pt``)."""
+    from .checkpoint import CHECKPOINT
+
+    return Path(spec).is_dir() and (Path(spec) / CHECKPOINT).is_file()
+
+
 def encoder_modality(spec: str) -> str:
-    """What an encoder spec embeds, without loading it: ``text`` or ``image``."""
+    """What an encoder spec embeds, without loading it: ``text``, ``image`` or ``image-text`` (a two-tower run)."""
     path = Path(spec)
+    if is_run(spec):
+        return "image-text"
     return "text" if spec == "minilm" or (path.is_dir() and (path / "config.json").exists()) else "image"
 
 
@@ -360,6 +376,65 @@ def _load(
     return data, encoder
 
 
+def embed_image_text_run(
+    run: str, data_spec: str, *, root: str | None, limit: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Any]]:
+    """The held-out images, captions and caption owners of an image-text run, embedded by its trained towers.
+
+    The split is the run's own (its recipe's ``data.test_samples`` last images): never images it trained on.
+    ``limit`` keeps the first images of that split (and their captions).
+    """
+    from .runs import load_run
+    from .tasks import ImageTextTask
+
+    recipe, task, model, _ = load_run(run, str(device), data_root=root)
+    if not isinstance(task, ImageTextTask):
+        raise ConfigError(
+            f"run {run} is a {recipe.task!r} run; --kind image-text needs a two-tower image-text run "
+            "(contrasphere train flickr8k-lit)"
+        )
+    if data_spec != recipe.data.dataset:
+        raise ConfigError(f"run {run} was trained on {recipe.data.dataset}; analyse it on {recipe.data.dataset}")
+    model.eval()
+    images, texts, owner = task.test_embeddings(model)
+    if 0 < limit < images.shape[0]:
+        images, texts, owner = images[:limit], texts[owner < limit], owner[owner < limit]
+    settings = {"run": run, "recipe": recipe.name, "loss": recipe.loss.name, "test_split": "last images, held out"}
+    return images, texts, owner, settings
+
+
+def compute_image_text(
+    images: Tensor, texts: Tensor, owner: Tensor, *, alpha: float, t: float, max_points: int | None
+) -> dict[str, Any]:
+    """Every number of the analysis of an image-text embedding: the image side with its first captions as
+    positives, the text side, LiDAR over the captions of each image, and recall in both directions."""
+    from ..evaluation import retrieval_recall_many
+
+    n = images.shape[0]
+    first = torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])  # owners come in image order
+    if int(first.sum()) != n:
+        raise ConfigError(f"expected one caption or more for each of the {n} images, got captions of {first.sum()}")
+    result = metrics.report(images, texts[first], alpha=alpha, t=t, max_points=max_points)
+    result["images"], result["captions"] = n, int(texts.shape[0])
+    counts = torch.bincount(owner, minlength=n)
+    views = int(counts.min())
+    text = metrics.report(texts, alpha=alpha, t=t, max_points=max_points)
+    if views >= 2 and n >= 2:  # the first `views` captions of each image, view by view
+        starts = torch.cumsum(counts, 0) - counts
+        caption_views = [texts[starts + v] for v in range(views)]
+        try:
+            text["lidar"], text["lidar_views"], text["lidar_samples"] = metrics.lidar(caption_views), views, n
+        except InputError as err:  # too few samples for the LDA matrix
+            text["lidar"], text["lidar_error"] = None, str(err)
+    result["text"] = text
+    image_owner = torch.arange(n)
+    result["retrieval"] = {
+        "image_to_text": retrieval_recall_many(images, texts, image_owner, owner),
+        "text_to_image": retrieval_recall_many(texts, images, owner, image_owner),
+    }
+    return result
+
+
 def analyze(
     data_spec: str,
     encoder_spec: str,
@@ -386,6 +461,11 @@ def analyze(
     if limit < 0:
         raise ConfigError(f"--limit must be 0 (all) or more, got {limit}")
     dev = resolve_device(device)
+    if kind == "image-text" or is_run(encoder_spec):
+        return _analyze_image_text(
+            data_spec, encoder_spec, kind=kind, out=out, limit=limit, device=dev, root=root, alpha=alpha, t=t,
+            max_points=max_points, figures=figures, start=start,
+        )  # fmt: skip
     data, encoder = _load(data_spec, encoder_spec, kind, root, split, limit, dev)
     folder = Path(out) if out else Path("analysis") / f"{data.name}-{Path(encoder_spec).stem or encoder_spec}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -420,6 +500,85 @@ def analyze(
     figure_files = (
         _figures(data, z, second, pairs, result, folder, f"{data.name} / {Path(encoder_spec).name}") if figures else []
     )
+    analysis["figures"] = figure_files
+    analysis["embed_seconds"] = round(embed_seconds, 3)
+    analysis["seconds"] = round(time.perf_counter() - start, 3)
+    write_atomic(folder / "analysis.json", json.dumps(analysis, indent=2) + "\n")
+    write_atomic(folder / "report.md", format_report(analysis))
+    return folder, analysis
+
+
+def _analyze_image_text(
+    data_spec: str,
+    run: str,
+    *,
+    kind: str | None,
+    out: str | Path | None,
+    limit: int,
+    device: torch.device,
+    root: str | None,
+    alpha: float,
+    t: float,
+    max_points: int | None,
+    figures: bool,
+    start: float,
+) -> tuple[Path, dict[str, Any]]:
+    """:func:`analyze` of a two-tower image-text run on its held-out split."""
+    if not is_run(run):
+        raise ConfigError(
+            f"--kind image-text needs a run folder of an image-text model (with checkpoint.pt) as --encoder, got "
+            f"{run!r}: train one with contrasphere train flickr8k-lit"
+        )
+    if kind not in (None, "image-text"):
+        raise ConfigError(f"encoder {run} is an image-text run; --kind {kind} does not apply to it")
+    t0 = time.perf_counter()
+    images, texts, owner, run_settings = embed_image_text_run(run, data_spec, root=root, limit=limit, device=device)
+    embed_seconds = time.perf_counter() - t0
+    if images.shape[0] < 3:
+        raise ConfigError(f"the run's held-out split has {images.shape[0]} images; the metrics need at least 3")
+    result = compute_image_text(images, texts, owner, alpha=alpha, t=t, max_points=max_points)
+    name = f"{data_spec}-{Path(run).name}"
+    folder = Path(out) if out else Path("analysis") / name
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "data": data_spec,
+        "dataset": data_spec,
+        "kind": "image-text",
+        "split": "held-out",
+        "encoder": run,
+        "encoder_settings": run_settings,
+        "image_size": None,
+        "limit": limit,
+        "device": str(device),
+        "alpha": alpha,
+        "t": t,
+        "max_points": max_points,
+        "items": int(images.shape[0] + texts.shape[0]),
+    }
+    analysis: dict[str, Any] = {"settings": settings, "metrics": result}
+    figure_files: list[str] = []
+    if figures:
+        from .. import viz
+
+        title = f"{data_spec} / {Path(run).name}"
+        point = {
+            "alignment": result["alignment"],
+            "uniformity": result["uniformity"],
+            "anisotropy": result["anisotropy"],
+        }
+        viz.plot_align_uniform([point], folder / "align_uniform.png", color_key="anisotropy", title=title)
+        first = torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])
+        u_img, u_txt = F.normalize(images.double(), dim=1), F.normalize(texts[first].double(), dim=1)
+        n = u_img.shape[0]
+        j = (torch.arange(n) + torch.randint(1, n, (n,), generator=torch.Generator().manual_seed(0))) % n
+        cosines = {
+            "matching image-caption": (u_img * u_txt).sum(1),
+            "non-matching image-caption": (u_img * u_txt[j]).sum(1),
+            "image-image": pair_cosines(images, None)["random pairs"],
+            "caption-caption": pair_cosines(texts[first], None)["random pairs"],
+        }
+        plot_cosine_histogram(cosines, folder / "cosines.png", title)
+        figure_files = ["align_uniform.png", "cosines.png"]
     analysis["figures"] = figure_files
     analysis["embed_seconds"] = round(embed_seconds, 3)
     analysis["seconds"] = round(time.perf_counter() - start, 3)

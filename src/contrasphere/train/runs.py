@@ -22,13 +22,18 @@ from .rundir import read_log, write_atomic
 from .tasks import Task
 
 
-def load_run(path: str | Path, device: str = "auto") -> tuple[Recipe, Task, torch.nn.Module, dict[str, Any]]:
-    """``(recipe, task, model, checkpoint)`` of a run folder or a ``checkpoint.pt`` file."""
+def load_run(
+    path: str | Path, device: str = "auto", data_root: str | None = None
+) -> tuple[Recipe, Task, torch.nn.Module, dict[str, Any]]:
+    """``(recipe, task, model, checkpoint)`` of a run folder or a ``checkpoint.pt`` file; ``data_root`` looks for
+    the run's dataset there instead of where the recipe says."""
     path = Path(path)
     state = checkpoint.load(path / checkpoint.CHECKPOINT if path.is_dir() else path)
     recipe = Recipe.from_dict(state["recipe"])
     if device != "auto":
         recipe.train.device = device
+    if data_root is not None:
+        recipe.data.root = data_root
     task, model, loss_module = build(recipe, resolve_device(recipe.train.device))
     model.load_state_dict(state["model"])
     loss_module.load_state_dict(state["loss"])

@@ -363,7 +363,9 @@ class ImageTextTask(Task):
         z_a, z_b = model(*batch)
         return self.loss_inputs(z_a, z_b, None)
 
-    def _embed(self, tower: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+    @torch.no_grad()
+    def test_embeddings(self, tower: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+        """The held-out images' and captions' embeddings, and the image each caption belongs to (``owner``)."""
         model = typing.cast(TwoTower, tower)
         images = model.a(self.test_features.to(self.device)).float().cpu()
         owner = torch.tensor([i for i, caps in enumerate(self.test.captions) for _ in caps])
@@ -378,7 +380,7 @@ class ImageTextTask(Task):
     def heldout(self, model: nn.Module) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        images, texts, owner = self._embed(model)
+        images, texts, owner = self.test_embeddings(model)
         model.train(was_training)
         first = torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])  # first caption of each image
         return {
@@ -391,7 +393,7 @@ class ImageTextTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[dict[str, Any], dict[str, Tensor]]:
         model.eval()
-        images, texts, owner = self._embed(model)
+        images, texts, owner = self.test_embeddings(model)
         image_owner = torch.arange(images.shape[0])
         results = {
             "heldout": self.heldout(model),
