@@ -49,6 +49,44 @@ def _sizes(n: int, device: torch.device) -> list[int]:
     return [int(s) for s in everyone]
 
 
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool]
+_MAX_DIMS = 6
+
+
+def _describe(x: Tensor) -> tuple[int, ...]:
+    dtype = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else len(_DTYPES)
+    shape = list(x.shape) + [-1] * (_MAX_DIMS - x.ndim)
+    return (x.ndim, dtype, int(x.requires_grad), *shape[:_MAX_DIMS])
+
+
+def _shown(d: list[int]) -> str:
+    ndim, code = d[0], d[1]
+    dtype = str(_DTYPES[code]).removeprefix("torch.") if code < len(_DTYPES) else "another dtype"
+    grad = ", requiring grad" if d[2] else ", without grad"
+    return f"shape ({', '.join(map(str, d[3 : 3 + ndim]))}) {dtype}{grad}"
+
+
+def _gather_layout(x: Tensor) -> list[int]:
+    """Every rank's row count; a clear error on every rank when the ranks' trailing shapes or dtypes differ.
+
+    One collective: the ranks exchange ``(ndim, dtype, shape)``, so that a mismatch (another embedding size, another
+    precision on one rank) fails on every rank at once instead of deadlocking or gathering garbage.
+    """
+    mine = torch.tensor(_describe(x), dtype=torch.long, device=x.device)
+    everyone = [torch.zeros_like(mine) for _ in range(world_size())]
+    dist.all_gather(everyone, mine)
+    layouts = [[int(v) for v in t] for t in everyone]
+    first = layouts[0]
+    for r, d in enumerate(layouts):
+        if d[:3] != first[:3] or d[4 : 3 + d[0]] != first[4 : 3 + first[0]]:
+            raise ValueError(
+                f"ranks disagree on what they gather: rank 0 has {_shown(first)}, rank {r} has {_shown(d)}. Every "
+                "rank must pass tensors of the same trailing shape, dtype and requires_grad (the same model, "
+                "embedding size and precision, all training or all not); only the number of rows may differ"
+            )
+    return [d[3] for d in layouts]
+
+
 def _gather(x: Tensor, sizes: list[int]) -> Tensor:
     """Concatenate every rank's ``x`` in rank order; rows beyond a rank's size are padding, dropped here."""
     padded = x.new_zeros((max(sizes), *x.shape[1:]))
@@ -80,12 +118,22 @@ def all_gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     """
     if not is_initialized() or world_size() == 1:
         return x, 0
-    sizes = _sizes(x.shape[0], x.device)
+    if x.ndim == 0:
+        raise ValueError("all_gather_with_grad gathers rows: pass a tensor with at least one dimension")
+    sizes = _gather_layout(x)
     offset = sum(sizes[: rank()])
     if x.requires_grad:
         gathered: Tensor = _AllGatherWithGrad.apply(x, sizes)
         return gathered, offset
     return _gather(x, sizes), offset
+
+
+def row_counts(x: Tensor) -> list[int]:
+    """Every rank's row count of ``x``, in rank order (a collective that also checks that the ranks' trailing
+    shapes, dtypes and ``requires_grad`` agree, failing on every rank with both named if not); ``[n]`` alone."""
+    if not is_initialized() or world_size() == 1:
+        return [x.shape[0]]
+    return _gather_layout(x)
 
 
 def all_gather_rows(x: Tensor, sizes: list[int]) -> Tensor:
@@ -128,6 +176,27 @@ def all_logsumexp(x: Tensor) -> Tensor:
         return x
     out: Tensor = _AllLogSumExp.apply(x)
     return out
+
+
+class RingShift:
+    """Send tensors to the next rank and receive the previous rank's, in the background (one hop of a ring).
+
+    ``RingShift(tensors)`` starts the point-to-point sends and receives at once (``isend``/``irecv``, batched so
+    that gloo and NCCL pair them without deadlock); :meth:`wait` returns the received tensors. Compute between
+    the two calls overlaps the transfer. Every rank must shift tensors of the same shapes.
+    """
+
+    def __init__(self, tensors: list[Tensor]) -> None:
+        w, r = world_size(), rank()
+        self.received = [torch.empty_like(t) for t in tensors]
+        ops = [dist.P2POp(dist.isend, t.contiguous(), (r + 1) % w) for t in tensors]
+        ops += [dist.P2POp(dist.irecv, t, (r - 1) % w) for t in self.received]
+        self.requests = dist.batch_isend_irecv(ops)
+
+    def wait(self) -> list[Tensor]:
+        for request in self.requests:
+            request.wait()
+        return self.received
 
 
 def average_over_ranks(x: Tensor) -> Tensor:

@@ -24,8 +24,9 @@ from .. import distributed
 from ..distributed import all_gather_with_grad, rank, sizes_of
 from ..pairwise import sharded
 from .registry import LossSpec, loss_spec_of
+from .ring import RING_TERMS, ring_loss
 
-Mode = Literal["local", "full"]
+Mode = Literal["local", "full", "ring"]
 
 
 class GatherLoss(nn.Module):
@@ -38,22 +39,31 @@ class GatherLoss(nn.Module):
         loss: a registered loss module (or a wrapper that carries its ``spec``).
         mode: ``"local"`` (the default): each rank computes only its share of every pairwise reduction, per-rank
             work ``O(N_global^2 D / W)``; ``"full"``: every rank computes the whole ``N_global x N_global``
-            reduction (the reference; the tiled engine keeps either memory-linear).
+            reduction (the reference; the tiled engine keeps either memory-linear); ``"ring"``: no rank holds the
+            global batch, the column blocks travel rank to rank (memory ``O(N_r D)``; InfoNCE, NT-Xent, CLIP and
+            SigLIP, see :mod:`contrasphere.losses.ring`).
     """
 
     def __init__(self, loss: nn.Module, spec: LossSpec | None = None, *, mode: Mode = "local") -> None:
         super().__init__()
-        if mode not in ("local", "full"):
-            raise ValueError(f"mode must be 'local' (each rank its share of the tiles) or 'full', got {mode!r}")
+        if mode not in ("local", "full", "ring"):
+            raise ValueError(f"mode must be 'local' (each rank its share of the tiles), 'full' or 'ring', got {mode!r}")
         self.loss = loss
         self.spec = spec or loss_spec_of(loss)
+        if mode == "ring" and (self.spec.name not in RING_TERMS or type(loss) is not self.spec.cls):
+            raise ValueError(
+                f"ring mode computes {', '.join(RING_TERMS)} (each term a row reduction of one rank's rows), not "
+                f"{self.spec.name!r} wrapped as {type(loss).__name__}; use mode='local' (the default) for it"
+            )
         self.mode = mode
         self._averaging = False
 
     def forward(self, **inputs: Tensor) -> Tensor:
-        gathered = {name: self._gather(name, value) for name, value in inputs.items()}
         if distributed.world_size() > 1:
             self._average_own_parameters()
+        if self.mode == "ring" and distributed.world_size() > 1:
+            return ring_loss(self.spec.name, self.loss, inputs)
+        gathered = {name: self._gather(name, value) for name, value in inputs.items()}
         with sharded() if self.mode == "local" else contextlib.nullcontext():
             loss: Tensor = self.loss(**gathered)
         return loss
