@@ -12,7 +12,10 @@
 2. A one-process simulation of W = 1, 2, 4, ..., 64 ranks at a fixed global batch (``--sim-pairs``): the time of
    rank 0's share alone (:func:`contrasphere.pairwise.sharded` with ``simulate=True``: no collective), with its
    ratio to ``1 / W`` of the one-rank time.
-3. The bytes each rank sends per step in each mode (the embeddings' all-gather, the O(N) collectives of the
+3. Peak memory per rank at a fixed per-rank batch (``--memory-pairs`` pairs of ``--memory-dim`` dimensions) on
+   1, 2 and 4 processes, CLIP in local and ring mode: the gathered embeddings grow with the global batch, the
+   ring's blocks do not.
+4. The bytes each rank sends per step in each mode (the embeddings' all-gather, the O(N) collectives of the
    sharded reductions, their backward), computed from the sizes.
 
 Each case runs in fresh processes, so that its peak memory is its own. CPU processes on 2 shared cores stand in
@@ -33,6 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LOSSES = ("nt_xent", "clip", "siglip", "supcon")
+RING = ("nt_xent", "clip", "siglip")  # SupCon has no ring mode (its class sums need the whole batch)
 
 
 def _rss(field: str) -> int:
@@ -110,6 +114,25 @@ def run_two(case: dict) -> dict:
     }
 
 
+def memory_sweep(per_rank: int, dim: int, worlds: list[int]) -> list[dict]:
+    """Peak memory per rank at a fixed per-rank batch as ranks (and so the global batch) are added: CLIP."""
+    import torch
+    import torch.multiprocessing as mp
+
+    rows = []
+    for world in worlds:
+        for mode in ("local", "ring"):
+            case = {"loss": "clip", "mode": mode, "pairs": per_rank * world, "dim": dim, "reps": 1}
+            with tempfile.TemporaryDirectory() as tmp:
+                mp.spawn(_worker, args=(world, f"{tmp}/init", case, tmp), nprocs=world, join=True)
+                ranks = [torch.load(f"{tmp}/rank{r}.pt", weights_only=False) for r in range(world)]
+            peak = max(r["peak_bytes"] for r in ranks)
+            rows.append({"world": world, "mode": mode, "global_pairs": per_rank * world, "peak_bytes": peak})
+            print(f"  memory  W={world}  {mode:5s}  global {per_rank * world:6d} pairs  peak {peak / 2**20:7.1f} MiB",
+                  flush=True)  # fmt: skip
+    return rows
+
+
 def simulate(pairs: int, dim: int, worlds: list[int], reps: int) -> list[dict]:
     """Rank 0's share of NT-Xent and CLIP at a fixed global batch, for each W, in this process."""
     import torch
@@ -166,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-pairs", type=int, default=8192)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", choices=("two", "simulate", "memory"), help="run one part only")
+    parser.add_argument("--memory-dim", type=int, default=1024, help="embedding size of the memory sweep")
+    parser.add_argument("--memory-pairs", type=int, default=2048, help="pairs per rank in the memory sweep")
     parser.add_argument("--out", default=str(HERE / "results" / "distributed.json"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -173,43 +199,70 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}", flush=True)
-    results = []
-    for loss in LOSSES:
+    results: list[dict] = []
+    for loss in LOSSES if args.only in (None, "two") else ():
         pair = {}
-        for mode in ("full", "local"):
+        for mode in ("full", "local", "ring") if loss in RING else ("full", "local"):
             case = {"loss": loss, "mode": mode, "pairs": args.pairs, "dim": args.dim, "reps": args.reps}
             pair[mode] = run_two(case)
             print(f"  {loss:8s} {mode:5s}  {pair[mode]['seconds']:8.3f} s per rank  "
                   f"{pair[mode]['peak_bytes'] / 2**20:8.1f} MiB", flush=True)  # fmt: skip
-        full, local = pair["full"], pair["local"]
-        grad_diff = max(float((a - b).abs().max()) for a, b in zip(full.pop("grads"), local.pop("grads")))
+        full, local, ring = pair["full"], pair["local"], pair.get("ring")
+        full_grads = full.pop("grads")
+        grad_diff = max(float((a - b).abs().max()) for a, b in zip(full_grads, local.pop("grads")))
+        ring_grad_diff = (
+            None if ring is None else max(float((a - b).abs().max()) for a, b in zip(full_grads, ring.pop("grads")))
+        )
         results.append(
             {
                 "loss": loss,
                 "full": full,
                 "local": local,
+                "ring": ring,
                 "speedup": full["seconds"] / local["seconds"],
+                "ring_speedup": None if ring is None else full["seconds"] / ring["seconds"],
+                "ring_relative_loss_difference": None
+                if ring is None
+                else abs(full["loss"] - ring["loss"]) / abs(full["loss"]),
+                "ring_max_grad_difference": ring_grad_diff,
                 "loss_difference": abs(full["loss"] - local["loss"]),
+                "relative_loss_difference": abs(full["loss"] - local["loss"]) / abs(full["loss"]),
                 "max_grad_difference": grad_diff,
                 "bytes_sent_full": traffic(args.pairs, args.dim, 2, loss, "full"),
                 "bytes_sent_local": traffic(args.pairs, args.dim, 2, loss, "local"),
             }
         )
     worlds = [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= args.sim_pairs]
-    sim = simulate(args.sim_pairs, args.dim, worlds, args.reps)
+    sim = simulate(args.sim_pairs, args.dim, worlds, args.reps) if args.only in (None, "simulate") else []
+    per_rank = 256 if args.quick else args.memory_pairs
+    memory = memory_sweep(per_rank, args.memory_dim, [1, 2, 4]) if args.only in (None, "memory") else []
     lines = [
         "",
         f"2 gloo processes, {args.pairs} pairs, D={args.dim}, forward + backward per rank (slower rank, median)",
         f"{'loss':8s} {'full s':>8s} {'local s':>8s} {'speedup':>8s} {'full MiB':>9s} {'local MiB':>9s} "
-        f"{'|dloss|':>9s} {'|dgrad|':>9s} {'sent full MB':>12s} {'sent local MB':>13s}",
+        f"{'rel dloss':>9s} {'|dgrad|':>9s} {'sent full MB':>12s} {'sent local MB':>13s}",
     ]
+    ring_lines = ["", "ring mode (no rank holds the global batch), same runs", f"{'loss':8s} {'ring s':>8s} "
+                  f"{'vs full':>8s} {'ring MiB':>9s} {'rel dloss':>9s} {'|dgrad|':>9s}"]  # fmt: skip
     for r in results:
         lines.append(
             f"{r['loss']:8s} {r['full']['seconds']:8.3f} {r['local']['seconds']:8.3f} {r['speedup']:8.2f} "
             f"{r['full']['peak_bytes'] / 2**20:9.1f} {r['local']['peak_bytes'] / 2**20:9.1f} "
-            f"{r['loss_difference']:9.1e} {r['max_grad_difference']:9.1e} {r['bytes_sent_full'] / 1e6:12.2f} "
+            f"{r['relative_loss_difference']:9.1e} {r['max_grad_difference']:9.1e} {r['bytes_sent_full'] / 1e6:12.2f} "
             f"{r['bytes_sent_local'] / 1e6:13.2f}"
         )
+        if r["ring"] is not None:
+            ring_lines.append(
+                f"{r['loss']:8s} {r['ring']['seconds']:8.3f} {r['ring_speedup']:8.2f} "
+                f"{r['ring']['peak_bytes'] / 2**20:9.1f} {r['ring_relative_loss_difference']:9.1e} "
+                f"{r['ring_max_grad_difference']:9.1e}"
+            )
+    lines += ring_lines
+    lines += ["", f"peak memory per rank above the inputs (CLIP, D={args.memory_dim}), {per_rank} pairs per rank: the "
+              "global batch grows with the ranks"]  # fmt: skip
+    for row in memory:
+        lines.append(f"W={row['world']}  {row['mode']:5s}  global {row['global_pairs']:6d} pairs  "
+                     f"{row['peak_bytes'] / 2**20:8.1f} MiB")  # fmt: skip
     lines += ["", f"simulated ranks, {args.sim_pairs} pairs: rank 0's share; ratio = time x W / one rank's time"]
     for row in sim:
         lines.append(
@@ -218,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     payload = {"settings": vars(args), "cpu": torch.backends.cpu.get_cpu_capability(), "two_processes": results,
-               "simulation": sim}  # fmt: skip
+               "simulation": sim, "memory": memory}  # fmt: skip
     Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0

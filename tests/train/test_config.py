@@ -30,3 +30,12 @@ def test_every_recipe_states_its_fields_and_has_a_tiny_preset():
         full, tiny = get_recipe(name), get_recipe(name, "tiny")
         assert full.description and full.name == name
         assert tiny.train.max_steps <= 3 and tiny.data.train_samples <= 64
+
+
+def test_the_ring_mode_is_refused_for_a_loss_without_one():
+    from contrasphere.errors import ConfigError
+    from contrasphere.train.recipes import get_recipe
+
+    with pytest.raises(ConfigError, match="loss.distributed=ring computes"):
+        get_recipe("digits", "tiny", ["loss.name=supcon", "loss.distributed=ring"])
+    assert get_recipe("digits", "tiny", ["loss.name=clip", "loss.distributed=ring"]).loss.distributed == "ring"

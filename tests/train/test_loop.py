@@ -88,8 +88,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]
 # 15: 8 and 7 samples; 3 processes with 10: 3, 4 and 3. (With 8 samples split 3, 2 and 3 the first three steps
 # agree to 3e-6 and the fourth to 3e-3: a nearly constant BatchNorm channel turns the different summation order
 # of the statistics into a relative error of the centred features; the losses still agree to 5e-7.)
-@pytest.mark.parametrize("world, batch", [(2, 16), (2, 15), (3, 10)])
-def test_ddp_run_matches_one_process_on_the_same_global_batch(tmp_path, world, batch):
+@pytest.mark.parametrize(
+    "world, batch, mode",
+    [(2, 16, "local"), (2, 15, "local"), (3, 10, "local"), (2, 15, "full"), (2, 15, "ring"), (3, 10, "ring")],
+)
+def test_ddp_run_matches_one_process_on_the_same_global_batch(tmp_path, world, batch, mode):
     # SGD, not the recipe's Adam: Adam's first steps move every weight by about lr * sign(gradient), so a gradient
     # that is zero up to rounding flips sign between the runs and the weights then differ by lr, not by rounding.
     # And 16-d outputs, not the demo's 2-d ones: normalising a 2-d head output of small norm amplifies rounding
@@ -97,6 +100,9 @@ def test_ddp_run_matches_one_process_on_the_same_global_batch(tmp_path, world, b
     # steps (with nt_xent, or a linear head, the 2-d runs agree to 1e-7; the first step agrees in every case).
     overrides = [f"data.batch_size={batch}", "train.max_steps=4", "train.epochs=2", "optim.name=sgd", "optim.lr=0.05"]
     overrides.append("model.out_dim=16")
+    if mode == "ring":  # the demo's align_uniform has no ring mode (uniformity is one log-sum-exp of all pairs)
+        overrides.append("loss.name=nt_xent")
+    overrides.append(f"loss.distributed={mode}")  # the one-process run ignores it
     one = _params(train(get_recipe("digits", "tiny", overrides), tmp_path / "one", progress=False)["model"])
     mp.spawn(_ddp_worker, args=(world, _free_port(), str(tmp_path / "two"), overrides), nprocs=world, join=True)
     two = torch.load(tmp_path / "two" / "final.pt")

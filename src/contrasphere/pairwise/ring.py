@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import distributed
-from ._tiling import _as_scale, acc_dtype
-from .rows import row_logsumexp
-from .sharding import _whole
-from .softplus import softplus_sum
+from ._tiling import _as_scale, _blocks, acc_dtype
+from .rows import row_logsumexp, row_logsumexp_backward
+from .sharding import SHARE_TILE, _whole
+from .softplus import softplus_sum, softplus_sum_backward
 
 
 def _block(kind: str, a: Tensor, blk: Tensor, scale: Tensor, bias: Tensor, own: bool, block_size: int | None) -> Tensor:
@@ -60,13 +60,13 @@ class _Ring(torch.autograd.Function):
                 block, owner = shift.wait()[0], (owner - 1) % w
         stacked = torch.stack(parts)
         out = torch.logsumexp(stacked, 0) if kind == "lse" else stacked.sum(0)
-        ctx.save_for_backward(a, b, scale, bias, stacked, out)
+        ctx.save_for_backward(a, b, scale, bias, out)
         ctx.sizes, ctx.exclude, ctx.block_size, ctx.kind = sizes, exclude_own_diagonal, block_size, kind
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, None, None, None, None]:
-        a, b, scale, bias, parts, out = ctx.saved_tensors
+        a, b, scale, bias, out = ctx.saved_tensors
         sizes, kind = ctx.sizes, ctx.kind
         w, r = distributed.world_size(), distributed.rank()
         block = F.pad(b.detach(), (0, 0, 0, max(sizes) - b.shape[0]))
@@ -76,19 +76,17 @@ class _Ring(torch.autograd.Function):
         owner = r
         for step in range(w):
             n = sizes[owner]
-            with torch.enable_grad():
-                leaves = [a.detach().requires_grad_(), block[:n].detach().requires_grad_()]
-                leaves += [scale.detach().requires_grad_(), bias.detach().requires_grad_()]
-                own = ctx.exclude and owner == r
-                value = _block(kind, leaves[0], leaves[1], leaves[2], leaves[3], own, ctx.block_size)
-                if kind == "lse":  # d out / d part_s = softmax over the blocks
-                    weight = torch.where(
-                        torch.isinf(out), 0.0, torch.exp(parts[step] - out.masked_fill(out.isinf(), 0))
-                    )
-                    weight = grad * weight
-                else:
-                    weight = grad
-                g_a, g_b, g_s, g_bias = torch.autograd.grad(value, leaves, weight, allow_unused=True)
+            blk = block[:n]
+            # each block's share of the global reduction, from the global result: no block is recomputed whole
+            rows, cols = _blocks(a.shape[0], n, ctx.block_size or SHARE_TILE)
+            if n == 0 or a.shape[0] == 0:  # a rank without rows: nothing to add, but it passes the blocks on
+                g_a, g_b, g_s, g_bias = torch.zeros_like(a, dtype=grad_a.dtype), blk.new_zeros(blk.shape), None, None
+            elif kind == "lse":
+                excluded = (0,) if ctx.exclude and owner == r else ()
+                g_a, g_b, g_s, _ = row_logsumexp_backward(a, blk, scale, None, out, grad, excluded, rows, cols)
+                g_bias = None
+            else:
+                g_a, g_b, g_s, g_bias = softplus_sum_backward(a, blk, scale, bias, grad, rows, cols, need_scale=True)
             grad_a += g_a
             grad_block[:n] += g_b
             grad_scale += 0 if g_s is None else g_s

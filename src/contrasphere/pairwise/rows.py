@@ -111,27 +111,56 @@ class _RowLogSumExp(torch.autograd.Function):
         ctx: Any, grad_lse: Tensor
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, None, None, None, None, None]:
         a, b, scale, col_bias, lse = ctx.saved_tensors
-        acc, mm = acc_dtype(a), _mm_dtype(a)
-        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
-        grad_lse = grad_lse.to(acc)
-        finite_lse = _finite(lse)
-        grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
-        grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
         need_bias = col_bias is not None and ctx.needs_input_grad[3]
-        grad_bias = torch.zeros(b.shape[0], dtype=acc, device=a.device) if need_bias else None
-        value_scale = scale + ctx.detached_scale
-        tiles = _tiles(a, b, value_scale, ctx.rows, ctx.cols, col_bias=col_bias, excluded=ctx.excluded, ids=ctx.ids)
-        for r0, r1, c0, c1, tile in tiles:
-            # softmax weights times the incoming gradient: d lse_i / d s_ij = p_ij
-            weights = tile.sub_(finite_lse[r0:r1, None]).exp_().mul_(grad_lse[r0:r1, None])
-            _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
-            if grad_bias is not None:
-                grad_bias[c0:c1] += weights.sum(0)
-        # d/d scale of sum_ij w_ij scale <a_i, b_j> is sum_i <a_i, sum_j w_ij b_j>: read off the unscaled grad_a
-        grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
-        grad_a.mul_(scale)
-        grad_b.mul_(scale)
+        grad_a, grad_b, grad_scale, grad_bias = row_logsumexp_backward(
+            a, b, scale, col_bias, lse, grad_lse, ctx.excluded, ctx.rows, ctx.cols, ctx.ids, ctx.detached_scale,
+            need_scale=ctx.needs_input_grad[2], need_bias=need_bias,
+        )  # fmt: skip
         return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_bias, None, None, None, None, None
+
+
+def row_logsumexp_backward(
+    a: Tensor,
+    b: Tensor,
+    scale: Tensor,
+    col_bias: Tensor | None,
+    lse: Tensor,
+    grad_lse: Tensor,
+    excluded: tuple[int, ...],
+    rows: int,
+    cols: int,
+    ids: IdPair | None = None,
+    detached_scale: float = 0.0,
+    *,
+    need_scale: bool = True,
+    need_bias: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The tiled backward pass of :func:`row_logsumexp`: gradients of ``sum_i grad_lse_i * lse_i`` in ``a``, ``b``,
+    ``scale`` and ``col_bias`` (float32/64), each tile recomputed.
+
+    ``lse`` need not be this ``b``'s own log-sum-exp: the ring passes the log-sum-exp over every rank's columns,
+    which turns each block's tiles into its share of the global softmax without computing the block's own.
+    """
+    acc, mm = acc_dtype(a), _mm_dtype(a)
+    a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
+    grad_lse = grad_lse.to(acc)
+    finite_lse = _finite(lse)
+    grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
+    grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
+    grad_bias = torch.zeros(b.shape[0], dtype=acc, device=a.device) if need_bias else None
+    value_scale = scale + detached_scale
+    tiles = _tiles(a, b, value_scale, rows, cols, col_bias=col_bias, excluded=excluded, ids=ids)
+    for r0, r1, c0, c1, tile in tiles:
+        # softmax weights times the incoming gradient: d lse_i / d s_ij = p_ij
+        weights = tile.sub_(finite_lse[r0:r1, None]).exp_().mul_(grad_lse[r0:r1, None])
+        _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
+        if grad_bias is not None:
+            grad_bias[c0:c1] += weights.sum(0)
+    # d/d scale of sum_ij w_ij scale <a_i, b_j> is sum_i <a_i, sum_j w_ij b_j>: read off the unscaled grad_a
+    grad_scale = (a.detach().to(acc) * grad_a).sum() if need_scale else None
+    grad_a.mul_(scale)
+    grad_b.mul_(scale)
+    return grad_a, grad_b, grad_scale, grad_bias
 
 
 def row_col_logsumexp(

@@ -117,6 +117,19 @@ def _combine_sum(partial: Tensor, shard: Shard) -> Tensor:
     return partial if shard.simulate else distributed.all_reduce_with_grad(partial)
 
 
+SHARE_TILE = 1024  # the tile side of a share's sub-blocks when block_size is None
+SHARE_DENSE_MAX_PAIRS = 1 << 20  # a sub-block this small is computed densely (one tile's worth of pairs)
+
+
+def _sub_block_size(block_size: int | None, n: int, m: int) -> int | None:
+    """The tiles of a share's sub-block. The automatic choice of the whole matrix (dense up to 4M pairs) would
+    make the sub-blocks of many ranks dense, where square tiles are faster (dense computes a symmetric block whole,
+    tiles only its upper half): with ``block_size=None`` a sub-block above one tile's worth of pairs is tiled."""
+    if block_size is not None:
+        return block_size
+    return SHARE_TILE if n * m > SHARE_DENSE_MAX_PAIRS else 0
+
+
 def _rows(x: Tensor | None, r0: int, r1: int) -> Tensor | None:
     return None if x is None else x[r0:r1]
 
@@ -146,7 +159,8 @@ def row_logsumexp_shard(
             local = row_logsumexp(
                 a[r0:r1], b, scale=scale, col_bias=col_bias,
                 exclude_offsets=tuple(k + r0 for k in _excluded(exclude_diagonal, exclude_offsets)),
-                row_ids=_rows(row_ids, r0, r1), col_ids=col_ids, detached_scale=detached_scale, block_size=block_size,
+                row_ids=_rows(row_ids, r0, r1), col_ids=col_ids, detached_scale=detached_scale,
+                block_size=_sub_block_size(block_size, r1 - r0, b.shape[0]),
             )  # fmt: skip
     return _gather_rows(local, [edges[r + 1] - edges[r] for r in range(shard.world)], shard)
 
@@ -178,7 +192,8 @@ def row_col_logsumexp_shard(
             rows, cols = row_col_logsumexp(
                 a[r0:r1], b, scale=scale, row_bias=_rows(row_bias, r0, r1), col_bias=col_bias,
                 exclude_offsets=tuple(k + r0 for k in _excluded(exclude_diagonal, exclude_offsets)),
-                row_ids=_rows(row_ids, r0, r1), col_ids=col_ids, detached_scale=detached_scale, block_size=block_size,
+                row_ids=_rows(row_ids, r0, r1), col_ids=col_ids, detached_scale=detached_scale,
+                block_size=_sub_block_size(block_size, r1 - r0, b.shape[0]),
             )  # fmt: skip
     sizes = [edges[r + 1] - edges[r] for r in range(shard.world)]
     return _gather_rows(rows, sizes, shard), _combine_lse(cols, shard)
@@ -229,7 +244,7 @@ def sym_row_logsumexp_shard(
         if r1 > r0:
             diagonal = sym_row_logsumexp(
                 z[r0:r1], scale=scale, bias=_rows(bias, r0, r1), exclude_offsets=excluded, exclude_diagonal=False,
-                ids=_rows(ids, r0, r1), block_size=block_size,
+                ids=_rows(ids, r0, r1), block_size=_sub_block_size(block_size, r1 - r0, r1 - r0),
             )  # fmt: skip
             pieces.append((r0, diagonal))
         for x0, x1, y0, y1 in blocks:
@@ -238,7 +253,7 @@ def sym_row_logsumexp_shard(
             rows, cols = row_col_logsumexp(
                 z[x0:x1], z[y0:y1], scale=scale, row_bias=_rows(bias, x0, x1), col_bias=_rows(bias, y0, y1),
                 exclude_offsets=tuple(k - (y0 - x0) for k in excluded), row_ids=_rows(ids, x0, x1),
-                col_ids=_rows(ids, y0, y1), block_size=block_size,
+                col_ids=_rows(ids, y0, y1), block_size=_sub_block_size(block_size, x1 - x0, y1 - y0),
             )  # fmt: skip
             pieces += [(x0, rows), (y0, cols)]
     padded = [torch.nn.functional.pad(p, (start, n - start - p.shape[0]), value=-math.inf) for start, p in pieces]
@@ -260,5 +275,6 @@ def softplus_sum_shard(
         local = _empty_like_rows(a, b, *(t for t in (scale, bias) if isinstance(t, Tensor))).sum()
     else:
         with _whole():
-            local = softplus_sum(a[r0:r1], b, scale=scale, bias=bias, block_size=block_size)
+            block = _sub_block_size(block_size, r1 - r0, b.shape[0])
+            local = softplus_sum(a[r0:r1], b, scale=scale, bias=bias, block_size=block)
     return _combine_sum(local, shard)

@@ -52,16 +52,26 @@ class _SoftplusSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor, None, None]:
         a, b, scale, bias = ctx.saved_tensors
-        acc, mm = acc_dtype(a), _mm_dtype(a)
-        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
-        grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
-        grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
-        grad_bias = torch.zeros((), dtype=acc, device=a.device)
-        for r0, r1, c0, c1, tile in _tiles(a, b, scale, ctx.rows, ctx.cols, col_bias=bias):
-            weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
-            grad_bias += weights.sum()
-            _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
-        grad_scale = (a.detach().to(acc) * grad_a).sum() if ctx.needs_input_grad[2] else None
-        grad_a.mul_(scale)
-        grad_b.mul_(scale)
+        grad_a, grad_b, grad_scale, grad_bias = softplus_sum_backward(
+            a, b, scale, bias, grad_out, ctx.rows, ctx.cols, need_scale=ctx.needs_input_grad[2]
+        )
         return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_bias, None, None
+
+
+def softplus_sum_backward(
+    a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, grad_out: Tensor, rows: int, cols: int, *, need_scale: bool
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """The tiled backward pass of :func:`softplus_sum`: gradients in ``a``, ``b``, ``scale`` and ``bias``."""
+    acc, mm = acc_dtype(a), _mm_dtype(a)
+    a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
+    grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
+    grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
+    grad_bias = torch.zeros((), dtype=acc, device=a.device)
+    for r0, r1, c0, c1, tile in _tiles(a, b, scale, rows, cols, col_bias=bias):
+        weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
+        grad_bias += weights.sum()
+        _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
+    grad_scale = (a.detach().to(acc) * grad_a).sum() if need_scale else None
+    grad_a.mul_(scale)
+    grad_b.mul_(scale)
+    return grad_a, grad_b, grad_scale, grad_bias

@@ -36,6 +36,7 @@ RESUMABLE_CHANGES = (
     "train.threads",
     "train.device",
     "train.dist_timeout",
+    "loss.distributed",  # how ranks share the reductions: the same loss and gradients either way
     "eval.",
 )
 

@@ -66,6 +66,9 @@ class LossConfig:
     name: str = "align_uniform"  # see `contrasphere list losses`
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the loss
     block_size: int | None = None  # the engine's tiles, as in the library: None automatic, 0 dense, n tiles
+    # under torchrun: each rank its share of the tiles ("local"), the whole matrix on every rank ("full"), or the
+    # column blocks passed around a ring, no rank holding the global batch ("ring": info_nce, nt_xent, clip, siglip)
+    distributed: Literal["local", "full", "ring"] = "local"
 
 
 @dataclass
@@ -327,6 +330,13 @@ def validate(recipe: Recipe) -> None:
         close = difflib.get_close_matches(recipe.loss.name, list_losses(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown loss {recipe.loss.name!r}{hint}; see `contrasphere list losses`")
+    from ..losses.ring import RING_TERMS
+
+    if recipe.loss.distributed == "ring" and recipe.loss.name not in RING_TERMS:
+        raise ConfigError(
+            f"loss.distributed=ring computes {', '.join(RING_TERMS)}, not {recipe.loss.name!r}; use "
+            "loss.distributed=local (each rank its share of the tiles)"
+        )
     _check_encoder_options(recipe.model, recipe.task)
     d, a, m, o, t, e = recipe.data, recipe.augment, recipe.model, recipe.optim, recipe.train, recipe.eval
     checks = [

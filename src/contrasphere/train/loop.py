@@ -302,7 +302,7 @@ def _build_run(recipe: Recipe, out: Path, resume: bool, owns_group: bool, lock: 
         state = checkpoint.load(ckpt, device)
         checkpoint.check_resume(state["recipe"], recipe.to_dict(), ckpt)
     task, inner, loss_module = build(recipe, device)
-    model, loss_fn = _wrap(inner, device, recipe.task), GatherLoss(loss_module)
+    model, loss_fn = _wrap(inner, device, recipe.task), GatherLoss(loss_module, mode=recipe.loss.distributed)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = build_optimizer(params, recipe.optim)
     steps_per_epoch, total = schedule_length(recipe, task.n_train)
