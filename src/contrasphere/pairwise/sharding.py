@@ -218,6 +218,18 @@ def sym_blocks(world: int, rank: int, edges: list[int]) -> list[tuple[int, int, 
         part = (x0, middle) if rank == low else (middle, x1)
         if part[1] > part[0]:
             out.append((part[0], part[1], edges[high], edges[high + 1]))
+    return _merged(out)
+
+
+def _merged(blocks: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Blocks with the same rows and adjacent columns as one (a rank's blocks are one or two column ranges): fewer,
+    larger reductions, which matters when there are many ranks and small blocks."""
+    out: list[tuple[int, int, int, int]] = []
+    for block in sorted(blocks):
+        if out and out[-1][:2] == block[:2] and out[-1][3] == block[2]:
+            out[-1] = (*out[-1][:3], block[3])
+        else:
+            out.append(block)
     return out
 
 
