@@ -38,6 +38,7 @@ RESUMABLE_CHANGES = (
     "train.dist_timeout",
     "loss.distributed",  # how ranks share the reductions: the same loss and gradients either way
     "eval.",
+    "log.",
 )
 
 

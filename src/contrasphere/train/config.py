@@ -111,6 +111,14 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    # Weights & Biases beside log.jsonl and TensorBoard: "offline" writes OUT/wandb without a network (upload it
+    # later with `wandb sync OUT/wandb/offline-run-*`), "online" streams to your account; needs `pip install wandb`
+    wandb: Literal["off", "offline", "online"] = "off"
+    wandb_project: str = "contrasphere"
+
+
+@dataclass
 class Recipe:
     name: str = "digits"
     description: str = ""
@@ -122,6 +130,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

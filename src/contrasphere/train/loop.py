@@ -104,13 +104,17 @@ def _wrap(model: nn.Module, device: torch.device, task_name: str) -> nn.Module:
 
 
 class _Log:
-    """``log.jsonl``, one record per epoch (and one at step 0), written atomically by the main process only."""
+    """``log.jsonl``, one record per epoch (and one at step 0), written atomically by the main process only; the
+    same records go to TensorBoard when it is installed and to Weights & Biases when ``log.wandb`` says so."""
 
-    def __init__(self, out: Path, main: bool, resume_step: int | None) -> None:
+    def __init__(self, out: Path, main: bool, resume_step: int | None, recipe: Recipe) -> None:
         self.path, self.main = out / "log.jsonl", main
         self.records = [r for r in read_log(out) if r["step"] <= resume_step] if resume_step is not None else []
+        self.wandb: Any = None
         if main:
             self._flush()
+            if recipe.log.wandb != "off":
+                self.wandb = _wandb_run(recipe, out)
 
     def _flush(self) -> None:
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
@@ -127,6 +131,32 @@ class _Log:
                 for key, value in record.items():
                     if key not in ("epoch", "step") and isinstance(value, (int, float)):
                         writer.add_scalar(key, value, record["step"])
+        if self.wandb is not None:
+            numbers = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+            self.wandb.log(numbers, step=record["step"])
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def _wandb_run(recipe: Recipe, out: Path) -> Any:
+    """A Weights & Biases run in ``out/wandb`` (offline: nothing leaves the machine), with the recipe as config."""
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError(
+            f"log.wandb={recipe.log.wandb} needs Weights & Biases: pip install wandb (or log.wandb=off)"
+        ) from None
+    return wandb.init(
+        mode="offline" if recipe.log.wandb == "offline" else "online",
+        dir=str(out),
+        project=recipe.log.wandb_project,
+        name=out.name,
+        config=recipe.to_dict(),
+        reinit="finish_previous",
+    )
 
 
 def _step(run: _Run, index: Tensor, generator: torch.Generator) -> tuple[float, float]:
@@ -248,6 +278,7 @@ class _Run:
         return {"step": self.step, "start_step": self.start_step, "total_steps": self.total, **keys}
 
     def release(self) -> None:
+        self.log.close()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -317,7 +348,7 @@ def _build_run(recipe: Recipe, out: Path, resume: bool, owns_group: bool, lock: 
     main = lock is not None
     if main:
         write_atomic(out / "recipe.json", recipe.to_json())
-    log = _Log(out, main, step if resume else None)
+    log = _Log(out, main, step if resume else None, recipe)
     run = _Run(
         recipe,
         out,
