@@ -73,19 +73,19 @@ def _id_pair(row_ids: Tensor | None, col_ids: Tensor | None, n: int, m: int) -> 
     return row_ids, col_ids
 
 
-def _offset_mask(n: int, m: int, excluded: tuple[int, ...], device: torch.device) -> Tensor:
-    """``(n, m)`` booleans, true where ``j - i`` is one of the excluded offsets."""
-    diff = torch.arange(m, device=device)[None, :] - torch.arange(n, device=device)[:, None]
-    return torch.isin(diff, torch.tensor(excluded, dtype=diff.dtype, device=device))
+def _mask_pairs_(scores: Tensor, excluded: tuple[int, ...], ids: IdPair | None) -> Tensor:
+    """``scores`` with every left-out pair (an excluded offset ``j - i = k``, or equal ids) set to ``-inf``, in place.
 
-
-def _pair_mask(n: int, m: int, excluded: tuple[int, ...], ids: IdPair | None, device: torch.device) -> Tensor | None:
-    """``(n, m)`` booleans, true for every left-out pair (an excluded offset or equal ids); None if there is none."""
-    mask = _offset_mask(n, m, excluded, device) if excluded else None
+    The dense paths call it on a matrix they have just made (whose producers keep no reference to it for their
+    backward), so filling diagonals in place costs no ``N x M`` index or offset matrix and no copy.
+    """
+    n, m = scores.shape
+    for k in excluded:
+        if -n < k < m:
+            scores.diagonal(k).fill_(-math.inf)
     if ids is not None:
-        same = ids[0][:, None] == ids[1][None, :]
-        mask = same if mask is None else mask | same
-    return mask
+        scores.masked_fill_(ids[0][:, None] == ids[1][None, :], -math.inf)
+    return scores
 
 
 def _dense_scores(a: Tensor, b: Tensor, scale: Tensor | float, detached_scale: float) -> Tensor:

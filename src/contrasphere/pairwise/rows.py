@@ -20,9 +20,9 @@ from ._tiling import (
     _excluded,
     _exp_sum,
     _id_pair,
+    _mask_pairs_,
     _mm_dtype,
     _online_update,
-    _pair_mask,
     _tiles,
     acc_dtype,
     use_tiles,
@@ -73,8 +73,7 @@ def row_logsumexp(
         scores = _dense_scores(a, b, scale, detached_scale)
         if col_bias is not None:
             scores = scores + col_bias.to(scores.dtype)
-        mask = _pair_mask(a.shape[0], b.shape[0], excluded, ids, a.device)
-        return torch.logsumexp(scores if mask is None else scores.masked_fill(mask, -math.inf), dim=1)
+        return torch.logsumexp(_mask_pairs_(scores, excluded, ids), dim=1)
     rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
     scale_t = _as_scale(scale, a)
     lse: Tensor = _RowLogSumExp.apply(a, b, scale_t, col_bias, excluded, rows, cols, ids, float(detached_scale))
@@ -201,9 +200,7 @@ def row_col_logsumexp(
             scores = scores + row_bias.to(scores.dtype)[:, None]
         if col_bias is not None:
             scores = scores + col_bias.to(scores.dtype)[None, :]
-        mask = _pair_mask(a.shape[0], b.shape[0], excluded, ids, a.device)
-        if mask is not None:
-            scores = scores.masked_fill(mask, -math.inf)
+        _mask_pairs_(scores, excluded, ids)
         return torch.logsumexp(scores, dim=1), torch.logsumexp(scores, dim=0)
     side = min(block_size or SYM_BLOCK, max(a.shape[0], b.shape[0]))
     lse_rows: Tensor

@@ -18,9 +18,9 @@ from ._tiling import (
     _excluded,
     _exp_sum,
     _id_pair,
+    _mask_pairs_,
     _mm_dtype,
     _online_update,
-    _pair_mask,
     _sym_tiles,
     acc_dtype,
     use_tiles,
@@ -69,8 +69,7 @@ def sym_row_logsumexp(
         scores = (zz @ zz.T) * scale
         if bias is not None:
             scores = scores + bias.to(dtype)[:, None] + bias.to(dtype)[None, :]
-        mask = _pair_mask(n, n, excluded, pair, z.device)
-        return torch.logsumexp(scores if mask is None else scores.masked_fill(mask, -math.inf), dim=1)
+        return torch.logsumexp(_mask_pairs_(scores, excluded, pair), dim=1)
     side = min(block_size or SYM_BLOCK, n)
     lse: Tensor = _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side, ids)
     return lse
