@@ -35,6 +35,9 @@ UPPER = {  # the layers above the core, bottom up, and what each may import besi
     "train": {"train"},
     "reproduce": {"train", "reproduce"},
     "cli": {"train", "reproduce", "cli"},
+    # adapters for other libraries' trainers and metrics (torchmetrics, transformers, lightning, ...): the core and
+    # each other only, never the trainer; each imports its own extra at module level, and nothing imports them
+    "integrations": {"integrations"},
 }
 CORE_THIRD_PARTY = {"torch", "numpy"}  # at module level; optional extras are imported inside functions
 
