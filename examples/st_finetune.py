@@ -46,6 +46,7 @@ def _run(args: argparse.Namespace) -> dict[str, float | str]:
         loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=args.mini_batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5)
     lines = [s.strip() for s in args.data.read_text(encoding="utf-8").splitlines() if s.strip()]
+    sts_before = _stsb(model) if args.sts else None
     times, values = [], []
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -77,7 +78,26 @@ def _run(args: argparse.Namespace) -> dict[str, float | str]:
         "peak_MiB": peak,
         "first_value": values[0],
         "last_value": values[-1],
+        "stsb_before": sts_before,
+        "stsb_after": _stsb(model) if args.sts else None,
     }
+
+
+def _stsb(model: object) -> float:
+    """STS-B test Spearman (x100) of the model's cosine similarities, in eval mode (SimCSE's protocol)."""
+    import torch
+
+    from contrasphere.evaluation import sts_spearman
+    from contrasphere.train.data import sts
+
+    pairs = sts("stsb", "test", str(DATA.parents[1]))
+    was_training = model.training  # type: ignore[attr-defined]
+    model.eval()  # type: ignore[attr-defined]
+    with torch.no_grad():
+        a = model.encode(pairs.a, convert_to_tensor=True, batch_size=128)  # type: ignore[attr-defined]
+        b = model.encode(pairs.b, convert_to_tensor=True, batch_size=128)  # type: ignore[attr-defined]
+    model.train(was_training)  # type: ignore[attr-defined]
+    return 100 * sts_spearman(a.cpu(), b.cpu(), pairs.scores)
 
 
 def main() -> None:
@@ -88,6 +108,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--loss", choices=["both", "contrasphere", "sentence-transformers"], default="both")
+    parser.add_argument("--sts", action="store_true", help="STS-B test Spearman before and after the steps")
     args = parser.parse_args()
     if args.loss != "both":
         print(json.dumps(_run(args)))
@@ -97,14 +118,17 @@ def main() -> None:
         command = [sys.executable, __file__, "--loss", which]
         command += ["--batch-size", str(args.batch_size), "--mini-batch-size", str(args.mini_batch_size)]
         command += ["--steps", str(args.steps), "--max-length", str(args.max_length), "--data", str(args.data)]
+        command += ["--sts"] if args.sts else []
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print(f"batch {args.batch_size}, mini-batch {args.mini_batch_size}, {args.steps} step(s), on {rows[0]['device']}")
-    print(f"{'loss':<34} {'s/step':>8} {'peak MiB':>9} {'loss value':>11}")
+    print(f"{'loss':<34} {'s/step':>8} {'peak MiB':>9} {'loss value':>11} {'STS-B before':>13} {'after':>7}")
     names = {"contrasphere": "CachedContrasphereLoss (tiled)", "sentence-transformers": "CachedMNRL (chunked)"}
     for row in rows:
         name = names[str(row["loss"])]
-        print(f"{name:<34} {row['s_per_step']:>8.2f} {row['peak_MiB']:>9.0f} {row['first_value']:>11.4f}")
+        sts_cells = "" if row["stsb_before"] is None else f" {row['stsb_before']:>13.2f} {row['stsb_after']:>7.2f}"
+        print(f"{name:<34} {row['s_per_step']:>8.2f} {row['peak_MiB']:>9.0f} {row['first_value']:>11.4f}{sts_cells}")
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

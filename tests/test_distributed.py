@@ -7,6 +7,8 @@ at block sizes no share divides; the full-matrix mode is checked on 2 ranks too.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -310,6 +312,9 @@ def _mismatch_worker(rank, world, init_file, out_dir):
     else:
         time.sleep(8)
     torch.save(outcome, f"{out_dir}/rank{rank}.pt")
+    # a process group with a timed-out operation can abort in its destructor ("terminate called without an active
+    # exception"): leave without running it, the outcome is saved
+    os._exit(0)
 
 
 @pytest.mark.slow
