@@ -90,7 +90,7 @@ def _stsb(model: object) -> float:
     from contrasphere.evaluation import sts_spearman
     from contrasphere.train.data import sts
 
-    pairs = sts("stsb", "test", str(DATA.parents[1]))
+    pairs = sts("stsb", "test", str(DATA.parents[1] / "sts"))
     was_training = model.training  # type: ignore[attr-defined]
     model.eval()  # type: ignore[attr-defined]
     with torch.no_grad():
