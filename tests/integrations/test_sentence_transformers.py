@@ -162,6 +162,13 @@ def test_cached_is_cached_mnrl(model, layout):
     _assert_same(model, ours, ContrasphereLoss(model), COLUMNS[layout])
 
 
+def test_cached_with_a_token_budget_is_cached_mnrl_with_the_same_budget(model):
+    """Their token-budget mini-batches (``mini_batch_num_tokens``): the same packing, the same gradients."""
+    ours = CachedContrasphereLoss(model, mini_batch_num_tokens=20, block_size=3)
+    theirs = CachedMultipleNegativesRankingLoss(model, mini_batch_num_tokens=20)
+    _assert_same(model, ours, theirs, COLUMNS["triplets"])
+
+
 @pytest.mark.parametrize("cached", [False, True])
 def test_inside_matryoshka_loss(model, cached):
     dims = [16, 8, 4]
