@@ -68,3 +68,25 @@ def data_source(request, monkeypatch, tmp_path_factory) -> str:
     monkeypatch.setenv("CONTRASPHERE_DATA", str(root))
     monkeypatch.setenv("CONTRASPHERE_CACHE", str(tmp_path_factory.getbasetemp() / f"cache-{request.param}"))
     return request.param
+
+
+def _forked_rank(rank, worker, *args):
+    torch.set_num_threads(1)  # the parent's OpenMP thread pool does not survive the fork: run the rank on one thread
+    worker(rank, *args)
+
+
+def run_forked_ranks(worker, *args, world=2, limit=120.0):
+    """``worker(rank, *args)`` on ``world`` forked processes. Forked, not spawned, so that the ranks inherit the
+    imported libraries instead of importing them again (seconds each); a rank that does not finish within ``limit``
+    seconds fails the test instead of hanging it."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(_forked_rank, args=(worker, *args), nprocs=world, join=False, start_method="fork")
+    deadline = time.monotonic() + limit
+    while not context.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the {world} ranks did not finish within {limit:.0f} s")

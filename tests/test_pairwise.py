@@ -269,3 +269,21 @@ def test_sample_ids_and_detached_scale_are_what_they_say():
         P.row_logsumexp(a, b, row_ids=ids)
     with pytest.raises(ValueError, match="integer ids"):
         P.row_logsumexp(a, b, row_ids=ids.double(), col_ids=ids)
+
+
+@pytest.mark.parametrize("n,m,block", [(23, 31, 8), (31, 23, 5), (9, 4, 100)])
+def test_row_and_column_pass_with_biases_and_offsets_tiles_like_dense(n, m, block):
+    a = torch.randn(n, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(m, 6, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
+    row_bias = torch.randn(n, dtype=torch.float64, requires_grad=True)
+    col_bias = torch.randn(m, dtype=torch.float64, requires_grad=True)
+
+    def run(block_size):
+        return lambda *x: torch.cat(
+            P.row_col_logsumexp(
+                x[0], x[1], scale=x[2], row_bias=x[3], col_bias=x[4], exclude_offsets=(-3, 2), block_size=block_size
+            )
+        )
+
+    assert_same(run(0), run(block), (a, b, scale, row_bias, col_bias))

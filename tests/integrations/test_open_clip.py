@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from conftest import run_forked_ranks
 
 from contrasphere.integrations.openclip import ClipLoss, SigLipLoss
 
@@ -175,31 +176,9 @@ def _worker(rank, world, init_file, out_dir):
     dist.destroy_process_group()
 
 
-def _single_threaded(rank, worker, *args):
-    torch.set_num_threads(1)  # the parent's OpenMP thread pool does not survive the fork: run the rank on one thread
-    worker(rank, *args)
-
-
-def _run_ranks(worker, *args, world=2, limit=120.0):
-    """``worker(rank, *args)`` on ``world`` forked processes. Forked, not spawned, so that the ranks inherit the
-    imported libraries instead of importing them again (seconds each); a rank that does not finish within ``limit``
-    seconds fails the test instead of hanging it."""
-    import time
-
-    import torch.multiprocessing as mp
-
-    context = mp.start_processes(_single_threaded, args=(worker, *args), nprocs=world, join=False, start_method="fork")
-    deadline = time.monotonic() + limit
-    while not context.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the {world} ranks did not finish within {limit:.0f} s")
-
-
 @pytest.mark.slow
 def test_two_uneven_processes_give_the_global_batch_loss_and_gradients(tmp_path):
-    _run_ranks(_worker, 2, str(tmp_path / "init"), str(tmp_path))
+    run_forked_ranks(_worker, 2, str(tmp_path / "init"), str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     x_img, x_txt = _data()
     for i, (kind, flags) in enumerate(CASES):

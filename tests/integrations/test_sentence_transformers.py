@@ -14,6 +14,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_forked_ranks
 
 pytest.importorskip(
     "sentence_transformers", reason="the sentence-transformers extra: pip install 'contrasphere[sentence-transformers]'"
@@ -462,31 +463,9 @@ def _dist_worker(rank, world, init_file, out_dir):
     dist.destroy_process_group()
 
 
-def _single_threaded(rank, worker, *args):
-    torch.set_num_threads(1)  # the parent's OpenMP thread pool does not survive the fork: run the rank on one thread
-    worker(rank, *args)
-
-
-def _run_ranks(worker, *args, world=2, limit=120.0):
-    """``worker(rank, *args)`` on ``world`` forked processes. Forked, not spawned, so that the ranks inherit the
-    imported libraries instead of importing them again (seconds each); a rank that does not finish within ``limit``
-    seconds fails the test instead of hanging it."""
-    import time
-
-    import torch.multiprocessing as mp
-
-    context = mp.start_processes(_single_threaded, args=(worker, *args), nprocs=world, join=False, start_method="fork")
-    deadline = time.monotonic() + limit
-    while not context.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the {world} ranks did not finish within {limit:.0f} s")
-
-
 @pytest.mark.slow
 def test_gathering_across_two_uneven_processes_is_the_global_batch_loss(tmp_path):
-    _run_ranks(_dist_worker, 2, str(tmp_path / "init"), str(tmp_path))
+    run_forked_ranks(_dist_worker, 2, str(tmp_path / "init"), str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     x, keys = _dist_data()
     for i, (name, columns, key, kwargs) in enumerate(DIST_CASES):

@@ -19,7 +19,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .. import _validate as check
 from ..distributed import all_reduce_with_grad, row_counts
 from ..functional.contrastive import _dot, _pair
 from ..pairwise.ring import ring_row_logsumexp, ring_softplus_sum
@@ -83,7 +82,6 @@ def ring_loss(name: str, module: nn.Module, inputs: dict[str, Tensor]) -> Tensor
     if extra:
         raise ValueError(f"ring mode takes z_a and z_b only, got {', '.join(extra)}; use mode='local' for them")
     z_a, z_b = _pair(inputs["z_a"], inputs["z_b"])
-    z_a, z_b = check.common_dtype(z_a, z_b)
     sizes = row_counts(z_a)
     local, count = RING_TERMS[name](module, z_a, z_b, sizes)
     return all_reduce_with_grad(local) / count

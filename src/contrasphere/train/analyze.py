@@ -403,6 +403,11 @@ def embed_image_text_run(
     return images, texts, owner, settings
 
 
+def _first_captions(owner: Tensor) -> Tensor:
+    """True at the first caption of each image (the captions come image by image, in image order)."""
+    return torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])
+
+
 def compute_image_text(
     images: Tensor, texts: Tensor, owner: Tensor, *, alpha: float, t: float, max_points: int | None
 ) -> dict[str, Any]:
@@ -411,7 +416,7 @@ def compute_image_text(
     from ..evaluation import retrieval_recall_many
 
     n = images.shape[0]
-    first = torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])  # owners come in image order
+    first = _first_captions(owner)
     if int(first.sum()) != n:
         raise ConfigError(f"expected one caption or more for each of the {n} images, got captions of {first.sum()}")
     result = metrics.report(images, texts[first], alpha=alpha, t=t, max_points=max_points)
@@ -567,7 +572,7 @@ def _analyze_image_text(
             "anisotropy": result["anisotropy"],
         }
         viz.plot_align_uniform([point], folder / "align_uniform.png", color_key="anisotropy", title=title)
-        first = torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])
+        first = _first_captions(owner)
         u_img, u_txt = F.normalize(images.double(), dim=1), F.normalize(texts[first].double(), dim=1)
         n = u_img.shape[0]
         j = (torch.arange(n) + torch.randint(1, n, (n,), generator=torch.Generator().manual_seed(0))) % n
