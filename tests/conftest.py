@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+if not torch.cuda.is_available():
+    # Triton's interpreter runs the engine's GPU kernels on CPU tensors (tests/test_triton_kernels.py). Triton reads
+    # the variable when it is first imported, which torch._dynamo does for several integrations before those tests
+    # are collected: set here, before any test module is imported. It changes nothing for code that is not Triton.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def sphere(n: int, d: int, *, seed: int = 0, dtype: torch.dtype = torch.float64, grad: bool = False) -> torch.Tensor:

@@ -29,7 +29,7 @@ CORE = {
     "gradcache": {"_validate", "errors"},
     "moco": {"_validate", "distributed", "errors"},
     "viz": {"_validate", "errors"},
-    "__init__": {"functional", "losses", "metrics"},
+    "__init__": {"functional", "losses", "metrics", "_validate"},  # _validate: the package-wide value-check switch
 }
 UPPER = {  # the layers above the core, bottom up, and what each may import besides the core
     "train": {"train"},
@@ -40,6 +40,9 @@ UPPER = {  # the layers above the core, bottom up, and what each may import besi
     "integrations": {"integrations"},
 }
 CORE_THIRD_PARTY = {"torch", "numpy"}  # at module level; optional extras are imported inside functions
+# modules that exist for one optional package (kernels defined at module level) and that nothing imports at module
+# level: the core still imports with torch and numpy alone (test_optional_modules_are_imported_lazily)
+OPTIONAL_MODULES = {"pairwise/_triton.py": {"triton"}}
 
 
 def _unit(path: Path) -> str:
@@ -105,10 +108,19 @@ def test_imports_point_down_only(path: Path):
             assert target in allowed, f"{path.relative_to(SRC)} imports {module}: {unit} may import {sorted(allowed)}"
         elif unit in CORE and top:
             root = module.split(".")[0]
+            if root in OPTIONAL_MODULES.get(str(path.relative_to(SRC)), set()):
+                continue
             assert root in CORE_THIRD_PARTY or root in sys.stdlib_module_names or root == "__future__", (
                 f"{path.relative_to(SRC)} imports {module} at module level: the core needs only torch and numpy; "
                 "import optional packages inside the function that needs them"
             )
+
+
+def test_optional_modules_are_imported_lazily():
+    modules = {"contrasphere." + p.removesuffix(".py").replace("/", ".") for p in OPTIONAL_MODULES}
+    for path in FILES:
+        for module, top in _imports(path):
+            assert not (top and module in modules), f"{path.relative_to(SRC)} imports {module} at module level"
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(SRC)))

@@ -17,8 +17,12 @@ The core needs only torch and numpy.
 """
 
 from . import functional, metrics
+from ._validate import resolve_rules as _resolve_rules
+from ._validate import set_value_checks
 from .functional import align_uniform, alignment, uniformity
 from .losses import LossSpec, create_loss, list_losses, loss_spec, register_loss
+
+_resolve_rules()
 
 __version__ = "0.1.0"
 
@@ -32,5 +36,6 @@ __all__ = [
     "loss_spec",
     "metrics",
     "register_loss",
+    "set_value_checks",
     "uniformity",
 ]

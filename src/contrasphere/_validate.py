@@ -23,8 +23,36 @@ Rule = Callable[[Any, str], Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _HALF = (torch.float16, torch.bfloat16)
+
+ValueChecks = Literal["auto", "always", "never"]
+_value_checks: ValueChecks = "auto"
 # elements :func:`finite` checks at a time: its masks stay at a megabyte whatever the size of the tensor
 FINITE_CHUNK = 1 << 20
+
+
+def set_value_checks(mode: ValueChecks) -> ValueChecks:
+    """Choose when inputs' *values* are checked (NaN/Inf embeddings, id ranges, a finite learnable scale); returns
+    the previous mode.
+
+    Shapes, dtypes and hyperparameters are always checked: they are known on the host. A value check has to read a
+    result back from the tensor's device, which on a GPU stalls the stream until every queued kernel has run, and
+    under ``torch.compile`` breaks the graph. So by default (``"auto"``) values are checked for CPU tensors outside
+    ``torch.compile``, and skipped on accelerators and inside compiled code, where a NaN shows up in the loss
+    instead. ``"always"`` checks everywhere (debugging a GPU run: one synchronisation per loss call), ``"never"``
+    nowhere. Also available as ``contrasphere.set_value_checks``.
+    """
+    global _value_checks
+    if mode not in ("auto", "always", "never"):
+        raise InputError(f"value checks must be 'auto', 'always' or 'never', got {mode!r}")
+    previous, _value_checks = _value_checks, mode
+    return previous
+
+
+def check_values(z: Tensor) -> bool:
+    """Whether a check that reads ``z``'s values back to the host runs now (see :func:`set_value_checks`)."""
+    if _value_checks == "auto":
+        return z.device.type == "cpu" and not torch.compiler.is_compiling()
+    return _value_checks == "always"
 
 
 def promote(z: Tensor) -> Tensor:
@@ -68,8 +96,10 @@ def finite(z: Tensor, name: str, advice: str = _DIVERGED) -> None:
 
     Checked in chunks of at most :data:`FINITE_CHUNK` elements (rows, or pieces of a longer row), so the masks stay
     small however large ``z`` is (a 4M x 128 embedding file needs no 1 GB mask); one synchronisation for the whole
-    tensor, and a second pass that counts only when something is bad.
+    tensor, and a second pass that counts only when something is bad. Skipped where :func:`check_values` says so.
     """
+    if not check_values(z):
+        return
     chunks = list(_chunks(z.detach(), FINITE_CHUNK))
     if not chunks:
         return
@@ -205,6 +235,8 @@ def scale_tensor(value: Tensor | float, name: str) -> Tensor | float:
 def sample_ids(index: object, n: int, num_samples: int, device: torch.device) -> Tensor:
     """Check ``(n,)`` distinct training-set ids in ``0..num_samples - 1`` (the keys of a loss's per-sample state)."""
     ids = labels(index, n, "index").to(device)
+    if not check_values(ids):
+        return ids
     if int(ids.min()) < 0 or int(ids.max()) >= num_samples:
         raise InputError(f"index holds sample ids, which must lie in 0..{num_samples - 1}")
     if torch.unique(ids).numel() != ids.numel():
@@ -268,6 +300,19 @@ def _literal_rules(fn: Callable[..., Any]) -> dict[str, Rule]:
     return rules
 
 
+_UNRESOLVED: list[Callable[[], dict[str, Rule]]] = []
+
+
+def resolve_rules() -> None:
+    """Resolve the rules of every function decorated so far (their ``Literal`` annotations), once.
+
+    The package calls it at the end of its import, so that no loss call resolves annotations (which
+    ``torch.compile`` cannot trace) the first time it runs.
+    """
+    while _UNRESOLVED:
+        _UNRESOLVED.pop()()
+
+
 def hyperparameters(**rules: Rule) -> Callable[[F], F]:
     """Declare how a function's keyword-only hyperparameters are checked, once, beside its signature.
 
@@ -285,12 +330,12 @@ def hyperparameters(**rules: Rule) -> Callable[[F], F]:
         unknown = [n for n in rules if n not in params or params[n].kind is not inspect.Parameter.KEYWORD_ONLY]
         if unknown:
             raise InputTypeError(f"{fn.__name__} has no keyword-only parameter {', '.join(unknown)}")
-        every: dict[str, Rule] = {}
+        resolved: list[dict[str, Rule]] = []
 
         def all_rules() -> dict[str, Rule]:
-            if not every:  # annotations resolve only once the defining module is complete
-                every.update({**_literal_rules(fn), **rules})
-            return every
+            if not resolved:  # annotations resolve only once the defining module is complete
+                resolved.append({**_literal_rules(fn), **rules})
+            return resolved[0]
 
         @functools.wraps(fn)
         def checked(*args: Any, **kwargs: Any) -> Any:
@@ -300,6 +345,7 @@ def hyperparameters(**rules: Rule) -> Callable[[F], F]:
             return fn(*args, **kwargs)
 
         checked.__hyperparameter_rules__ = all_rules  # type: ignore[attr-defined]
+        _UNRESOLVED.append(all_rules)
         return typing.cast(F, checked)
 
     return wrap

@@ -188,9 +188,9 @@ def test_cached_loss_memory_stage_uses_the_tiled_engine(model, monkeypatch):
     seen = []
     original = rows.use_tiles
 
-    def spy(n, m, block_size):
+    def spy(n, m, block_size, device=None):
         seen.append((n, m, block_size))
-        return original(n, m, block_size)
+        return original(n, m, block_size, device)
 
     monkeypatch.setattr(rows, "use_tiles", spy)
     loss = CachedContrasphereLoss(model, mini_batch_size=4, block_size=2)

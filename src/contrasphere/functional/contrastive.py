@@ -47,16 +47,24 @@ def _others(ids: Tensor, loss: str) -> Tensor:
 
     A loss whose denominator holds only negatives needs one in every row: all ids equal is an error.
     """
-    inverse: Tensor
-    counts: Tensor
-    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
-    others = ids.shape[0] - counts[inverse]
-    if not bool(others.min() > 0):
+    others = ids.shape[0] - _group_sizes(ids)[0]
+    if check.check_values(others) and not bool(others.min() > 0):
         raise InputError(
             f"every row of the batch has the same sample id, so {loss} has no negative left once rows that share an "
             "id are left out; pass distinct ids for distinct samples (e.g. the dataset index of each pair)"
         )
     return others
+
+
+def _group_sizes(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """For each row, how many rows share its key, and a group index in ``0..N-1`` shared by exactly those rows.
+
+    By sorting rather than ``torch.unique``, whose output size depends on the values (a host synchronisation on
+    a GPU, and a graph break under ``torch.compile``): every shape here is ``(N,)``.
+    """
+    ordered = torch.sort(keys).values
+    first = torch.searchsorted(ordered, keys)
+    return torch.searchsorted(ordered, keys, right=True) - first, first
 
 
 def _dot(z_a: Tensor, z_b: Tensor) -> Tensor:
@@ -262,13 +270,10 @@ def supcon(
         labels = labels.repeat(v)
     z = check.embeddings(z, "z", min_rows=2, why="SupCon contrasts each embedding with the others", keep_dtype=True)
     labels = check.labels(labels, z.shape[0])
-    classes: Tensor
-    label_index: Tensor
-    counts: Tensor
-    classes, label_index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    n_pos = counts[label_index] - 1
+    counts, label_index = _group_sizes(labels)
+    n_pos = counts - 1
     has_pos = n_pos > 0
-    if not bool(has_pos.any()):
+    if check.check_values(has_pos) and not bool(has_pos.any()):
         raise ValueError(
             "no embedding has a positive: every label occurs once. SupCon needs at least two embeddings per class "
             "in the batch (e.g. two augmented views of each sample, passed as z of shape (B, 2, D))"
@@ -276,12 +281,11 @@ def supcon(
     lse = sym_row_logsumexp(z, scale=1.0 / temperature, exclude_diagonal=True, block_size=block_size)
     # the positives' scores sum to <z_i, (sum of z over i's class) - z_i> / tau: linear in N, no mask needed
     zf = z.to(acc_dtype(z))
-    class_sums = torch.zeros(classes.shape[0], z.shape[1], dtype=zf.dtype, device=z.device).index_add(
-        0, label_index, zf
-    )
+    class_sums = torch.zeros_like(zf).index_add(0, label_index, zf)  # row k: the sum over the class whose index is k
     positive_sum = (_dot(zf, class_sums[label_index]) - _dot(zf, zf)) / temperature
     mean_log_prob_pos = positive_sum / n_pos.clamp_min(1) - lse
-    return -scale * mean_log_prob_pos[has_pos].mean()
+    # the mean over the embeddings that have a positive, without a value-dependent shape
+    return -scale * torch.where(has_pos, mean_log_prob_pos, 0.0).sum() / has_pos.sum()
 
 
 def _dcl_direction(

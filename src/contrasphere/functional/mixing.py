@@ -148,7 +148,7 @@ def i_mix(
     """
     z_a, z_b = _pair(z_a, z_b)
     mix_index = check.labels(mix_index, z_a.shape[0], "mix_index")
-    if int(mix_index.min()) < 0 or int(mix_index.max()) >= z_a.shape[0]:
+    if check.check_values(mix_index) and (int(mix_index.min()) < 0 or int(mix_index.max()) >= z_a.shape[0]):
         raise ValueError(f"mix_index must index rows 0..{z_a.shape[0] - 1}")
     dtype = acc_dtype(z_a)
     lam = torch.as_tensor(mix_lambda, dtype=dtype, device=z_a.device).detach()
@@ -156,7 +156,7 @@ def i_mix(
         raise ValueError(
             f"mix_lambda must be a scalar or hold one weight per row ({z_a.shape[0]}), got {tuple(lam.shape)}"
         )
-    if not bool(((lam >= 0) & (lam <= 1)).all()):
+    if check.check_values(lam) and not bool(((lam >= 0) & (lam <= 1)).all()):
         raise ValueError("mix_lambda holds mixing weights and must lie in [0, 1]")
     scale = 1.0 / temperature
     lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
@@ -202,7 +202,9 @@ def feature_transformation(
     check.same_dim(q, queue, "q", "queue")
     dtype = acc_dtype(q)
     neg_index = torch.as_tensor(neg_index, device=queue.device).long()
-    if neg_index.shape != (queue.shape[0],) or int(neg_index.min()) < 0 or int(neg_index.max()) >= queue.shape[0]:
+    if neg_index.shape != (queue.shape[0],) or (
+        check.check_values(neg_index) and (int(neg_index.min()) < 0 or int(neg_index.max()) >= queue.shape[0])
+    ):
         raise ValueError(f"neg_index must hold {queue.shape[0]} row indices of the queue")
     lam = torch.as_tensor(pos_lambda, dtype=dtype, device=q.device)
     mu = torch.as_tensor(neg_lambda, dtype=dtype, device=q.device)

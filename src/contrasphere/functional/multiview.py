@@ -268,7 +268,8 @@ def macl(
     positive = _dot(z_a, z_b)
     a_mean = positive.detach().mean()
     tau = temperature * (alpha**a_mean if schedule == "power" else 1 + alpha * a_mean)
-    if not float(tau) >= check.MIN_TEMPERATURE:  # the linear schedule crosses 0 at A = -1 / alpha
+    # the linear schedule crosses 0 at A = -1 / alpha
+    if check.check_values(tau) and not float(tau) >= check.MIN_TEMPERATURE:
         raise ValueError(
             f"MACL's temperature tau_0 {'alpha^A' if schedule == 'power' else '(1 + alpha A)'} is {float(tau):.3g} at "
             f"the batch's mean positive similarity A = {float(a_mean):.3g}; it must be at least "
@@ -387,12 +388,16 @@ def poly_view(
         exclude_diagonal=True,
         exclude_offsets=same_sample,
         block_size=block_size,
-    ).view(n_views, n)  # (V, N): log-sum-exp over all views of the other samples
+    ).reshape(n_views, n)  # (V, N): log-sum-exp over all views of the other samples
     zf = zs.to(acc_dtype(zs))
-    positive = scale * torch.einsum("and,bnd->abn", zf, zf)  # (V, V, N): anchor view a, target view b
+    by_sample = zf.transpose(0, 1)  # (N, V, D)
+    # (V, V, N): anchor view a, target view b (a batched product: einsum's output strides differ between its fake
+    # and real kernels, which breaks the flatten below under torch.compile)
+    positive = scale * (by_sample @ by_sample.transpose(1, 2)).permute(1, 2, 0).contiguous()
     ce = torch.logaddexp(others[:, None, :], positive) - positive  # -log p, for every (a, b, sample)
-    off = ~torch.eye(n_views, dtype=torch.bool, device=zs.device)
-    ce = ce[off].view(n_views, n_views - 1, n)
+    # the off-diagonal (a != b) entries, row by row, by index (a boolean mask's shape would depend on its values)
+    off = torch.tensor([a * n_views + b for a in range(n_views) for b in range(n_views) if a != b], device=zs.device)
+    ce = ce.flatten(0, 1).index_select(0, off).reshape(n_views, n_views - 1, n)
     if method == "geometric":
         return ce.mean()
     return (math.log(n_views - 1) - torch.logsumexp(-ce, dim=1)).mean()

@@ -21,19 +21,34 @@ Layout: :mod:`._tiling` (sizes, dtypes, tile generators), :mod:`.rows` (row and 
 :mod:`.sharding` (under data parallelism, each rank computes its share of the tiles: :func:`sharded`).
 """
 
-from ._tiling import DENSE_MAX_PAIRS, ROW_BLOCK, SYM_BLOCK, TILE_PAIRS, acc_dtype, use_tiles
+from ._tiling import (
+    CUDA_DENSE_MAX_PAIRS,
+    DENSE_MAX_PAIRS,
+    ROW_BLOCK,
+    SYM_BLOCK,
+    TILE_PAIRS,
+    acc_dtype,
+    dense_max_pairs,
+    kernels,
+    native_low_precision,
+    use_tiles,
+)
 from .rows import row_col_logsumexp, row_logsumexp
 from .sharding import sharded
 from .softplus import softplus_sum
 from .symmetric import gaussian_logsumexp, sym_row_logsumexp
 
 __all__ = [
+    "CUDA_DENSE_MAX_PAIRS",
     "DENSE_MAX_PAIRS",
     "ROW_BLOCK",
     "SYM_BLOCK",
     "TILE_PAIRS",
     "acc_dtype",
+    "dense_max_pairs",
     "gaussian_logsumexp",
+    "kernels",
+    "native_low_precision",
     "row_col_logsumexp",
     "row_logsumexp",
     "sharded",

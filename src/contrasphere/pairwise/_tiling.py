@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import warnings
 from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -25,15 +30,131 @@ def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_low_precision(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``device`` multiplies ``dtype`` (bfloat16 or float16) matrices in hardware, faster than float32.
+
+    True on CUDA. On a CPU, bfloat16 only where the processor has AVX512-BF16 or AMX (read from /proc/cpuinfo):
+    without them PyTorch emulates the product, about 75 times slower than float32 (0.4 against 30-66 GFLOP/s on an
+    AVX2 machine). float16 products on a CPU are never faster, so they are never used there.
+    """
+    if dtype not in (torch.bfloat16, torch.float16):
+        return False
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu" or dtype != torch.bfloat16:
+        return False
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """``warnings.warn(message)`` the first time ``key`` is seen in this process."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+EMULATED_BF16 = (
+    "this CPU has no native bfloat16 matrix units (no AVX512-BF16 or AMX; torch reports {cap}), so a bfloat16 "
+    "matrix product runs emulated, about 75x slower than float32"
+)
+
+
 def _mm_dtype(x: Tensor) -> torch.dtype:
-    """The dtype tiles are multiplied in: bfloat16 stays (fast, float32-accumulating GEMM); float16 goes to float32."""
-    return torch.bfloat16 if x.dtype == torch.bfloat16 else acc_dtype(x)
+    """The dtype tiles are multiplied in: bfloat16 (float16 on CUDA) where the device multiplies it natively, else
+    the accumulation dtype (with a one-time warning for bfloat16 on a CPU that would emulate it)."""
+    if native_low_precision(x.device, x.dtype):
+        return x.dtype
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        cap = torch.backends.cpu.get_cpu_capability()
+        warn_once(
+            "bf16-tiles",
+            EMULATED_BF16.format(cap=cap) + ": contrasphere computes the bfloat16 tiles in float32 instead (the same "
+            "values, accumulated in float32 either way)",
+        )
+    return acc_dtype(x)
 
 
-def use_tiles(n: int, m: int, block_size: int | None) -> bool:
-    """Whether a reduction over an ``n x m`` matrix runs tiled (see the module docstring for ``block_size``)."""
+KernelChoice = Literal["auto", "triton", "torch"]
+_kernels: list[KernelChoice] = ["auto"]
+
+
+@contextlib.contextmanager
+def kernels(choice: KernelChoice) -> Iterator[None]:
+    """Choose the tiled passes' kernels inside the block: ``"auto"`` (fused Triton kernels for CUDA tensors when
+    Triton is installed, PyTorch tiles elsewhere), ``"triton"`` (Triton for every device: on CPU tensors this needs
+    ``TRITON_INTERPRET=1``, which is how the tests run the kernels without a GPU) or ``"torch"`` (the PyTorch tiles
+    everywhere, the reference). float64 always takes the PyTorch tiles."""
+    if choice not in ("auto", "triton", "torch"):
+        raise ValueError(f"kernels must be 'auto', 'triton' or 'torch', got {choice!r}")
+    _kernels.append(choice)
+    try:
+        yield
+    finally:
+        _kernels.pop()
+
+
+@functools.cache
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_triton(x: Tensor, excluded: tuple[int, ...] | list[int] = (), m: int | None = None) -> bool:
+    """Whether the tiled passes over ``x`` (against ``m`` columns) run the fused Triton kernels (see
+    :func:`kernels`): not for float64, nor for more excluded diagonals than a launch takes (the PyTorch tiles
+    take any number)."""
+    choice = _kernels[-1]
+    if choice == "torch" or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    if excluded and not _triton().takes_offsets(tuple(excluded), x.shape[0], x.shape[0] if m is None else m):
+        return False
+    if choice == "triton":
+        return True
+    return x.device.type == "cuda" and _triton_available()
+
+
+def _triton() -> ModuleType:
+    """The Triton kernels (imported on first use: the core imports with torch and numpy alone)."""
+    from . import _triton as kernels_module
+
+    return kernels_module
+
+
+# On CUDA the fused kernels launch a handful of programs per pass where the dense path launches a dozen kernels
+# and writes the N x M matrix several times; they take over from a 512 x 512 matrix on.
+CUDA_DENSE_MAX_PAIRS = 1 << 18
+
+
+def dense_max_pairs(device: torch.device | None) -> int:
+    """The largest score matrix (in pairs) the automatic choice computes densely on ``device``."""
+    if device is not None and device.type == "cuda":
+        return CUDA_DENSE_MAX_PAIRS if _triton_available() else DENSE_MAX_PAIRS
+    return DENSE_MAX_PAIRS
+
+
+def use_tiles(n: int, m: int, block_size: int | None, device: torch.device | None = None) -> bool:
+    """Whether a reduction over an ``n x m`` matrix on ``device`` runs tiled (see the module docstring for
+    ``block_size``; None chooses by size and device: :func:`dense_max_pairs`)."""
     if block_size is None:
-        return n * m > DENSE_MAX_PAIRS
+        return n * m > dense_max_pairs(device)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 0:
         raise ValueError(f"block_size must be None (automatic), 0 (dense) or a positive row count, got {block_size!r}")
     return block_size > 0

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import sharding
-from ._tiling import _accumulate, _as_scale, _blocks, _mm_dtype, _tiles, acc_dtype, use_tiles
+from ._tiling import _accumulate, _as_scale, _blocks, _mm_dtype, _tiles, _triton, acc_dtype, use_tiles, use_triton
 
 
 def softplus_sum(
@@ -21,11 +21,11 @@ def softplus_sum(
     shard = sharding.current()
     if shard is not None:
         return sharding.softplus_sum_shard(shard, a, b, scale=scale, bias=bias, block_size=block_size)
-    if not use_tiles(a.shape[0], b.shape[0], block_size):
+    if not use_tiles(a.shape[0], b.shape[0], block_size, a.device):
         dtype = acc_dtype(a)
         return _softplus((a.to(dtype) @ b.to(dtype).T) * scale + bias).sum()
     rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
-    total: Tensor = _SoftplusSum.apply(a, b, _as_scale(scale, a), _as_scale(bias, a), rows, cols)
+    total: Tensor = _softplus_sum_op(a, b, _as_scale(scale, a), _as_scale(bias, a), rows, cols)
     return total
 
 
@@ -39,38 +39,70 @@ def _softplus(x: Tensor) -> Tensor:
     return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-class _SoftplusSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, rows: int, cols: int) -> Tensor:
-        total = torch.zeros((), dtype=torch.float64, device=a.device)
-        for _, _, _, _, tile in _tiles(a, b, scale, rows, cols, col_bias=bias):
-            total += _softplus(tile).sum(dtype=torch.float64)
-        ctx.save_for_backward(a, b, scale, bias)
-        ctx.rows, ctx.cols = rows, cols
+@torch.library.custom_op("contrasphere::softplus_sum", mutates_args=())
+def _softplus_sum_op(a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, rows: int, cols: int) -> Tensor:
+    if use_triton(a):
+        total: Tensor = _triton().softplus_forward(a, b, scale, bias)
         return total.to(acc_dtype(a))
+    acc_total = torch.zeros((), dtype=torch.float64, device=a.device)
+    for _, _, _, _, tile in _tiles(a, b, scale, rows, cols, col_bias=bias):
+        acc_total += _softplus(tile).sum(dtype=torch.float64)
+    return acc_total.to(acc_dtype(a))
 
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor, None, None]:
-        a, b, scale, bias = ctx.saved_tensors
-        grad_a, grad_b, grad_scale, grad_bias = softplus_sum_backward(
-            a, b, scale, bias, grad_out, ctx.rows, ctx.cols, need_scale=ctx.needs_input_grad[2]
-        )
-        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_bias, None, None
+
+@_softplus_sum_op.register_fake
+def _(a: Tensor, *args: Any) -> Tensor:
+    return a.new_empty((), dtype=acc_dtype(a))
+
+
+@torch.library.custom_op("contrasphere::softplus_sum_backward", mutates_args=())
+def _softplus_sum_backward_op(
+    a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, rows: int, cols: int, grad_out: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    grad_a, grad_b, grad_scale, grad_bias = softplus_sum_backward(
+        a, b, scale, bias, grad_out, rows, cols, need_scale=True
+    )
+    assert grad_scale is not None
+    return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, grad_bias
+
+
+@_softplus_sum_backward_op.register_fake
+def _(a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, *args: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return torch.empty_like(a), torch.empty_like(b), scale.new_empty(()), bias.new_empty(())
+
+
+def _softplus_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    a, b, scale, bias, rows, cols = inputs
+    ctx.save_for_backward(a, b, scale, bias)
+    ctx.rest = (rows, cols)
+
+
+def _softplus_backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    a, b, scale, bias = ctx.saved_tensors
+    grad_a, grad_b, grad_scale, grad_bias = _softplus_sum_backward_op(a, b, scale, bias, *ctx.rest, grad_out)
+    return grad_a, grad_b, grad_scale, grad_bias, None, None
+
+
+_softplus_sum_op.register_autograd(_softplus_backward, setup_context=_softplus_setup)
 
 
 def softplus_sum_backward(
     a: Tensor, b: Tensor, scale: Tensor, bias: Tensor, grad_out: Tensor, rows: int, cols: int, *, need_scale: bool
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """The tiled backward pass of :func:`softplus_sum`: gradients in ``a``, ``b``, ``scale`` and ``bias``."""
-    acc, mm = acc_dtype(a), _mm_dtype(a)
-    a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
-    grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
-    grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
-    grad_bias = torch.zeros((), dtype=acc, device=a.device)
-    for r0, r1, c0, c1, tile in _tiles(a, b, scale, rows, cols, col_bias=bias):
-        weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
-        grad_bias += weights.sum()
-        _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
+    acc = acc_dtype(a)
+    if use_triton(a):
+        grad_a, grad_b, grad_bias = _triton().softplus_backward(a, b, scale, bias, grad_out.to(acc))
+    else:
+        mm = _mm_dtype(a)
+        a_mm, b_mm = a.detach().to(mm), b.detach().to(mm)
+        grad_a = torch.zeros(a.shape, dtype=acc, device=a.device)
+        grad_b = torch.zeros(b.shape, dtype=acc, device=a.device)
+        grad_bias = torch.zeros((), dtype=acc, device=a.device)
+        for r0, r1, c0, c1, tile in _tiles(a, b, scale, rows, cols, col_bias=bias):
+            weights = tile.sigmoid_().mul_(grad_out.to(acc))  # d softplus(x) / dx = sigmoid(x)
+            grad_bias += weights.sum()
+            _accumulate(grad_a[r0:r1], grad_b[c0:c1], weights, a_mm[r0:r1], b_mm[c0:c1], mm)
     grad_scale = (a.detach().to(acc) * grad_a).sum() if need_scale else None
     grad_a.mul_(scale)
     grad_b.mul_(scale)

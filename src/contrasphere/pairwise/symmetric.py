@@ -22,8 +22,10 @@ from ._tiling import (
     _mm_dtype,
     _online_update,
     _sym_tiles,
+    _triton,
     acc_dtype,
     use_tiles,
+    use_triton,
 )
 
 
@@ -63,7 +65,7 @@ def sym_row_logsumexp(
         return sharding.sym_row_logsumexp_shard(
             shard, z, scale=scale, bias=bias, excluded=excluded, ids=ids, block_size=block_size
         )
-    if not use_tiles(n, n, block_size):
+    if not use_tiles(n, n, block_size, z.device):
         dtype = acc_dtype(z)
         zz = z.to(dtype)
         scores = (zz @ zz.T) * scale
@@ -71,72 +73,108 @@ def sym_row_logsumexp(
             scores = scores + bias.to(dtype)[:, None] + bias.to(dtype)[None, :]
         return torch.logsumexp(_mask_pairs_(scores, excluded, pair), dim=1)
     side = min(block_size or SYM_BLOCK, n)
-    lse: Tensor = _SymRowLogSumExp.apply(z, _as_scale(scale, z), bias, excluded, side, ids)
+    lse: Tensor = _sym_lse_op(z, _as_scale(scale, z), bias, list(excluded), side, ids)
     return lse
 
 
-class _SymRowLogSumExp(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: Any,
-        z: Tensor,
-        scale: Tensor,
-        bias: Tensor | None,
-        excluded: tuple[int, ...],
-        side: int,
-        ids: Tensor | None,
-    ) -> Tensor:
-        acc, n = acc_dtype(z), z.shape[0]
-        run_max = torch.full((n,), -math.inf, dtype=acc, device=z.device)
-        run_sum = torch.zeros(n, dtype=acc, device=z.device)
-        spare = torch.empty(side, side, dtype=acc, device=z.device)
-        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side, ids):
-            copy = spare[: i1 - i0, : j1 - j0]
-            _online_update(
-                run_max[i0:i1],
-                run_sum[i0:i1],
-                tile.amax(1),
-                partial(_exp_sum, tile, 1, out=copy),
-            )
-            if j0 != i0:  # the transposed tile: rows j0:j1 against columns i0:i1
-                _online_update(
-                    run_max[j0:j1],
-                    run_sum[j0:j1],
-                    tile.amax(0),
-                    partial(_exp_sum, tile, 0),
-                )
-        lse = torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
-        ctx.save_for_backward(z, scale, bias, lse)
-        ctx.excluded, ctx.side, ctx.ids = excluded, side, ids
+@torch.library.custom_op("contrasphere::sym_lse", mutates_args=())
+def _sym_lse_op(
+    z: Tensor, scale: Tensor, bias: Tensor | None, excluded: list[int], side: int, ids: Tensor | None
+) -> Tensor:
+    if use_triton(z, excluded):
+        lse: Tensor = _triton().sym_forward(z, scale, bias, tuple(excluded), ids)
         return lse
+    acc, n = acc_dtype(z), z.shape[0]
+    run_max = torch.full((n,), -math.inf, dtype=acc, device=z.device)
+    run_sum = torch.zeros(n, dtype=acc, device=z.device)
+    spare = torch.empty(side, side, dtype=acc, device=z.device)
+    for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, tuple(excluded), side, ids):
+        copy = spare[: i1 - i0, : j1 - j0]
+        _online_update(run_max[i0:i1], run_sum[i0:i1], tile.amax(1), partial(_exp_sum, tile, 1, out=copy))
+        if j0 != i0:  # the transposed tile: rows j0:j1 against columns i0:i1
+            _online_update(run_max[j0:j1], run_sum[j0:j1], tile.amax(0), partial(_exp_sum, tile, 0))
+    return torch.where(run_sum > 0, run_max + run_sum.log(), -math.inf)
 
-    @staticmethod
-    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, None, None, None]:
-        z, scale, bias, lse = ctx.saved_tensors
-        side, excluded = ctx.side, ctx.excluded
-        acc, mm = acc_dtype(z), _mm_dtype(z)
-        z_mm = z.detach().to(mm)
-        n = z.shape[0]
-        g = grad_lse.to(acc)
-        finite_lse = torch.where(torch.isinf(lse), 0.0, lse)
-        grad_z = torch.zeros(z.shape, dtype=acc, device=z.device)
-        grad_r = torch.zeros(n, dtype=acc, device=z.device) if bias is not None else None
-        spare = torch.empty(side, side, dtype=acc, device=z.device)
-        for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side, ctx.ids):
-            # u_ij = w_ij + w_ji, the total weight of the unordered pair: p_ij g_i + p_ji g_j
-            rows_w = torch.sub(tile, finite_lse[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
-            rows_w.exp_().mul_(g[i0:i1, None])
-            cols_w = tile.sub_(finite_lse[None, j0:j1]).exp_().mul_(g[None, j0:j1])
-            u = rows_w.add_(cols_w)  # on a diagonal tile cols_w is rows_w transposed, as it must be
-            _accumulate(grad_z[i0:i1], grad_z[j0:j1] if j0 != i0 else None, u, z_mm[i0:i1], z_mm[j0:j1], mm)
-            if grad_r is not None:
-                grad_r[i0:i1] += u.sum(1)
-                if j0 != i0:
-                    grad_r[j0:j1] += u.sum(0)
-        # sum_k <z_k, sum_j u_kj z_j> counts every ordered pair twice
-        grad_scale = (z.detach().to(acc) * grad_z).sum() / 2 if ctx.needs_input_grad[1] else None
-        grad_z.mul_(scale)
-        return grad_z.to(z.dtype), grad_scale, grad_r, None, None, None
+
+@_sym_lse_op.register_fake
+def _(z: Tensor, *args: Any) -> Tensor:
+    return z.new_empty(z.shape[0], dtype=acc_dtype(z))
+
+
+@torch.library.custom_op("contrasphere::sym_lse_backward", mutates_args=())
+def _sym_lse_backward_op(
+    z: Tensor,
+    scale: Tensor,
+    bias: Tensor | None,
+    excluded: list[int],
+    side: int,
+    ids: Tensor | None,
+    lse: Tensor,
+    grad_lse: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    acc = acc_dtype(z)
+    g = grad_lse.to(acc)
+    if use_triton(z, excluded):
+        grad_z, grad_r = _triton().sym_backward(z, scale, bias, tuple(excluded), ids, lse, g)
+    else:
+        grad_z, grad_r = _sym_grads(z, scale, bias, tuple(excluded), side, ids, lse, g)
+    # sum_k <z_k, sum_j u_kj z_j> counts every ordered pair twice
+    grad_scale = (z.detach().to(acc) * grad_z).sum() / 2
+    grad_z.mul_(scale)
+    return grad_z.to(z.dtype), grad_scale, grad_r if bias is not None else grad_scale.new_empty(0)
+
+
+@_sym_lse_backward_op.register_fake
+def _(z: Tensor, scale: Tensor, bias: Tensor | None, *args: Any) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.empty_like(z), scale.new_empty(()), scale.new_empty(0 if bias is None else z.shape[0])
+
+
+def _sym_grads(
+    z: Tensor,
+    scale: Tensor,
+    bias: Tensor | None,
+    excluded: tuple[int, ...],
+    side: int,
+    ids: Tensor | None,
+    lse: Tensor,
+    g: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The PyTorch tiles of the symmetric backward pass: the unscaled gradient in ``z`` and the bias's."""
+    acc, mm = acc_dtype(z), _mm_dtype(z)
+    z_mm = z.detach().to(mm)
+    n = z.shape[0]
+    finite_lse = torch.where(torch.isinf(lse), 0.0, lse)
+    grad_z = torch.zeros(z.shape, dtype=acc, device=z.device)
+    grad_r = torch.zeros(n, dtype=acc, device=z.device)
+    spare = torch.empty(side, side, dtype=acc, device=z.device)
+    for i0, i1, j0, j1, tile in _sym_tiles(z, scale, bias, excluded, side, ids):
+        # u_ij = w_ij + w_ji, the total weight of the unordered pair: p_ij g_i + p_ji g_j
+        rows_w = torch.sub(tile, finite_lse[i0:i1, None], out=spare[: i1 - i0, : j1 - j0])
+        rows_w.exp_().mul_(g[i0:i1, None])
+        cols_w = tile.sub_(finite_lse[None, j0:j1]).exp_().mul_(g[None, j0:j1])
+        u = rows_w.add_(cols_w)  # on a diagonal tile cols_w is rows_w transposed, as it must be
+        _accumulate(grad_z[i0:i1], grad_z[j0:j1] if j0 != i0 else None, u, z_mm[i0:i1], z_mm[j0:j1], mm)
+        if bias is not None:
+            grad_r[i0:i1] += u.sum(1)
+            if j0 != i0:
+                grad_r[j0:j1] += u.sum(0)
+    return grad_z, grad_r
+
+
+def _sym_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    z, scale, bias, excluded, side, ids = inputs
+    ctx.save_for_backward(z, scale, bias, ids, output)
+    ctx.rest = (excluded, side)
+
+
+def _sym_backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor | None, ...]:
+    z, scale, bias, ids, lse = ctx.saved_tensors
+    excluded, side = ctx.rest
+    grad_z, grad_scale, grad_r = _sym_lse_backward_op(z, scale, bias, excluded, side, ids, lse, grad_lse)
+    return grad_z, grad_scale, None if bias is None else grad_r, None, None, None
+
+
+_sym_lse_op.register_autograd(_sym_backward, setup_context=_sym_setup)
 
 
 def gaussian_logsumexp(z: Tensor, t: float, *, block_size: int | None) -> Tensor:
