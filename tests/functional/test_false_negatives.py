@@ -160,7 +160,8 @@ def test_hardness_is_sentence_transformers_in_batch_hardness():
 
 
 def test_hardness_puts_more_weight_on_the_hardest_negative():
-    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), dim=1)
+    # anchor 0 is closer to negative d[1] (cosine 0.45) than to d[2] (0.21)
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.5, 0.2], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), dim=1)
     d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.9, 0.0], [0.0, 1.0, 0.0], [0.0, 0.1, 1.0]]), dim=1)
     q.requires_grad_()
 

@@ -23,11 +23,20 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _validate as check
 from ..errors import InputError
-from ..pairwise import acc_dtype, row_col_logsumexp, row_logsumexp, softplus_sum, sym_row_logsumexp
+from ..pairwise import (
+    acc_dtype,
+    dense_scores,
+    row_col_logsumexp,
+    row_logsumexp,
+    runs_dense,
+    softplus_sum,
+    sym_row_logsumexp,
+)
 
 
 def _pair(z_a: Tensor, z_b: Tensor, min_rows: int = 1, why: str = "") -> tuple[Tensor, Tensor]:
@@ -109,6 +118,10 @@ def info_nce(
     z_a, z_b = _pair(z_a, z_b)
     ids = _ids(ids, z_a)
     scale = 1.0 / temperature
+    n = z_a.shape[0]
+    if ids is None and not hardness and negatives is None and runs_dense(n, n, block_size, z_a.device):
+        # a small batch: the fused softmax cross-entropy over the dense matrix, as plain PyTorch code does
+        return F.cross_entropy(dense_scores(z_a, z_b, scale), torch.arange(n, device=z_a.device))
     positive = scale * _dot(z_a, z_b)
     if ids is None and not hardness:
         lse = row_logsumexp(z_a, z_b, scale=scale, block_size=block_size)
@@ -147,6 +160,13 @@ def nt_xent(
     z_a, z_b = _pair(z_a, z_b)
     ids = _ids(ids, z_a)
     scale = 1.0 / temperature
+    n = z_a.shape[0]
+    if ids is None and runs_dense(2 * n, 2 * n, block_size, z_a.device):  # a small batch: fused cross-entropy
+        z = torch.cat([z_a, z_b])
+        logits = dense_scores(z, z, scale)
+        logits.fill_diagonal_(-math.inf)
+        partner = torch.arange(2 * n, device=z.device).roll(n)  # view i's partner is view i + N (mod 2N)
+        return F.cross_entropy(logits, partner)
     positive = scale * _dot(z_a, z_b).repeat(2)  # the partner of view i is view i + N (mod 2N)
     z = torch.cat([z_a, z_b])
     # the 2N x 2N matrix is symmetric: the engine computes each tile once for its rows and its columns
@@ -187,6 +207,10 @@ def clip_loss(
     """
     z_a, z_b = _pair(z_a, z_b)
     ids = _ids(ids, z_a)
+    n = z_a.shape[0]
+    if ids is None and not hardness and runs_dense(n, n, block_size, z_a.device):  # small: fused cross-entropy
+        logits, target = dense_scores(z_a, z_b, logit_scale), torch.arange(n, device=z_a.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
     positive = logit_scale * _dot(z_a, z_b)
     # rows: each a picks its b; columns: each b picks its a; one pass over the matrix serves both
     if ids is None and not hardness:

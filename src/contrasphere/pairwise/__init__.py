@@ -33,7 +33,7 @@ from ._tiling import (
     native_low_precision,
     use_tiles,
 )
-from .rows import row_col_logsumexp, row_logsumexp
+from .rows import dense_scores, row_col_logsumexp, row_logsumexp, runs_dense
 from .sharding import sharded
 from .softplus import softplus_sum
 from .symmetric import gaussian_logsumexp, sym_row_logsumexp
@@ -46,11 +46,13 @@ __all__ = [
     "TILE_PAIRS",
     "acc_dtype",
     "dense_max_pairs",
+    "dense_scores",
     "gaussian_logsumexp",
     "kernels",
     "native_low_precision",
     "row_col_logsumexp",
     "row_logsumexp",
+    "runs_dense",
     "sharded",
     "softplus_sum",
     "sym_row_logsumexp",

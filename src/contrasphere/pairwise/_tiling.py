@@ -8,7 +8,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -209,12 +209,77 @@ def _mask_pairs_(scores: Tensor, excluded: tuple[int, ...], ids: IdPair | None) 
     return scores
 
 
-def _dense_scores(a: Tensor, b: Tensor, scale: Tensor | float, detached_scale: float) -> Tensor:
-    """``scale * a @ b.T + detached_scale * sg(a @ b.T)`` in the accumulation dtype (no gradient through the second)."""
+def dense_logsumexp(scores: Tensor, dim: int, masked: bool = True) -> Tensor:
+    r"""``torch.logsumexp(scores, dim)`` for the dense paths, from one fused softmax.
+
+    ``torch.logsumexp`` runs an unfused ``exp`` over the matrix (on a CPU about as slow as a whole
+    ``torch.softmax``) and, in the backward pass, makes three fresh ``N x M`` arrays (``scores - lse``, its
+    ``exp``, the product with the gradient). Here the forward pass is one ``softmax`` ``p``, and
+    :math:`\mathrm{lse} = \max s - \log \max p` (the largest probability is :math:`1 / \sum e^{s - \max s}
+    \geq 1 / M`: it never underflows); ``p`` is saved in place of the scores and the backward pass is one product,
+    ``d lse / d scores = p``. Where pairs were ``masked`` out, a slice whose every score is ``-inf`` gets ``-inf``
+    and zero gradient.
+    """
+    out: Tensor = _DenseLogSumExp.apply(scores, dim, masked)
+    return out
+
+
+class _DenseLogSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor, dim: int, masked: bool) -> Tensor:
+        p = torch.softmax(scores, dim)
+        top = scores.amax(dim)
+        lse = top - p.amax(dim).log()
+        empty = torch.isinf(top) if masked else None  # every pair left out: softmax is 0 / 0 there
+        if empty is not None:
+            lse = torch.where(empty, -math.inf, lse)
+        ctx.save_for_backward(p, empty)
+        ctx.dim = dim
+        return lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        p, empty = ctx.saved_tensors
+        weights = p * grad.unsqueeze(ctx.dim)
+        if empty is not None:
+            weights.masked_fill_(empty.unsqueeze(ctx.dim), 0.0)
+        return weights, None, None
+
+
+def _dense_scores(
+    a: Tensor,
+    b: Tensor,
+    scale: Tensor | float,
+    detached_scale: float,
+    row_bias: Tensor | float | None = None,
+    col_bias: Tensor | None = None,
+) -> Tensor:
+    """``scale * a @ b.T + detached_scale * sg(a @ b.T) + r_i + c_j`` in the accumulation dtype (no gradient
+    through the second term); ``row_bias`` may be a scalar (added to every score).
+
+    The scale goes on the ``(N, D)`` side and the biases ride in the matrix product as extra columns (``[a s, r,
+    1] @ [b, 1, c].T``), so that no ``N x M`` pass is spent on them, forward or backward.
+    """
     dtype = acc_dtype(a)
-    raw = a.to(dtype) @ b.to(dtype).T
-    scores = raw * scale
-    return scores + detached_scale * raw.detach() if detached_scale else scores
+    a, b = a.to(dtype), b.to(dtype)
+    if detached_scale:
+        raw = a @ b.T
+        scores = raw * scale + detached_scale * raw.detach()
+        if row_bias is not None:
+            scores = scores + (row_bias.to(dtype)[:, None] if isinstance(row_bias, Tensor) else row_bias)
+        return scores if col_bias is None else scores + col_bias.to(dtype)
+    left, right = [a * scale], [b]
+    if row_bias is not None:
+        r = row_bias.to(dtype) if isinstance(row_bias, Tensor) else torch.tensor(row_bias, dtype=dtype, device=a.device)
+        left.append(r.expand(a.shape[0])[:, None])
+        right.append(b.new_ones(b.shape[0], 1))
+    if col_bias is not None:
+        left.append(a.new_ones(a.shape[0], 1))
+        right.append(col_bias.to(dtype).expand(b.shape[0])[:, None])
+    if len(left) == 1:
+        return left[0] @ b.T
+    return torch.cat(left, 1) @ torch.cat(right, 1).T
 
 
 def _tile_scores(

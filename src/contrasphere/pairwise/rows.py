@@ -26,9 +26,22 @@ from ._tiling import (
     _tiles,
     _triton,
     acc_dtype,
+    dense_logsumexp,
     use_tiles,
     use_triton,
 )
+
+
+def runs_dense(n: int, m: int, block_size: int | None, device: torch.device) -> bool:
+    """Whether a reduction over ``n x m`` pairs on ``device`` runs densely here: not tiled (:func:`use_tiles`) and
+    not sharded over ranks (:func:`sharded`). A loss may then compute its dense form its own fused way (InfoNCE,
+    NT-Xent and CLIP call ``cross_entropy`` on :func:`dense_scores`, as plain PyTorch code does)."""
+    return sharding.current() is None and not use_tiles(n, m, block_size, device)
+
+
+def dense_scores(a: Tensor, b: Tensor, scale: Tensor | float) -> Tensor:
+    """The dense ``N x M`` scores ``scale * a @ b.T`` in the accumulation dtype (float32, float64 for float64)."""
+    return _dense_scores(a, b, scale, 0.0)
 
 
 def row_logsumexp(
@@ -72,10 +85,8 @@ def row_logsumexp(
             block_size=block_size,
         )  # fmt: skip
     if not use_tiles(a.shape[0], b.shape[0], block_size, a.device):
-        scores = _dense_scores(a, b, scale, detached_scale)
-        if col_bias is not None:
-            scores = scores + col_bias.to(scores.dtype)
-        return torch.logsumexp(_mask_pairs_(scores, excluded, ids), dim=1)
+        scores = _dense_scores(a, b, scale, detached_scale, col_bias=col_bias)
+        return dense_logsumexp(_mask_pairs_(scores, excluded, ids), 1, bool(excluded) or ids is not None)
     rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
     row_ids, col_ids = (None, None) if ids is None else ids
     lse: Tensor = _row_lse_op(
@@ -281,13 +292,10 @@ def row_col_logsumexp(
             block_size=block_size,
         )  # fmt: skip
     if not use_tiles(a.shape[0], b.shape[0], block_size, a.device):
-        scores = _dense_scores(a, b, scale, detached_scale)
-        if row_bias is not None:
-            scores = scores + row_bias.to(scores.dtype)[:, None]
-        if col_bias is not None:
-            scores = scores + col_bias.to(scores.dtype)[None, :]
+        scores = _dense_scores(a, b, scale, detached_scale, row_bias, col_bias)
         _mask_pairs_(scores, excluded, ids)
-        return torch.logsumexp(scores, dim=1), torch.logsumexp(scores, dim=0)
+        masked = bool(excluded) or ids is not None
+        return dense_logsumexp(scores, 1, masked), dense_logsumexp(scores, 0, masked)
     side = min(block_size or SYM_BLOCK, max(a.shape[0], b.shape[0]))
     row_ids, col_ids = (None, None) if ids is None else ids
     lse_rows: Tensor

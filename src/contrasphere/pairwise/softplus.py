@@ -5,10 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import sharding
-from ._tiling import _accumulate, _as_scale, _blocks, _mm_dtype, _tiles, _triton, acc_dtype, use_tiles, use_triton
+from ._tiling import (
+    _accumulate,
+    _as_scale,
+    _blocks,
+    _dense_scores,
+    _mm_dtype,
+    _tiles,
+    _triton,
+    acc_dtype,
+    use_tiles,
+    use_triton,
+)
 
 
 def softplus_sum(
@@ -22,8 +34,9 @@ def softplus_sum(
     if shard is not None:
         return sharding.softplus_sum_shard(shard, a, b, scale=scale, bias=bias, block_size=block_size)
     if not use_tiles(a.shape[0], b.shape[0], block_size, a.device):
-        dtype = acc_dtype(a)
-        return _softplus((a.to(dtype) @ b.to(dtype).T) * scale + bias).sum()
+        # sum softplus(s) = -sum log sigmoid(-s): one fused, exact operation (the sign folded into the product)
+        neg_bias = -bias if isinstance(bias, Tensor) else -float(bias)
+        return -F.logsigmoid(_dense_scores(a, b, -scale, 0.0, neg_bias)).sum()
     rows, cols = _blocks(a.shape[0], b.shape[0], block_size)
     total: Tensor = _softplus_sum_op(a, b, _as_scale(scale, a), _as_scale(bias, a), rows, cols)
     return total

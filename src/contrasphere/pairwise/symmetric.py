@@ -15,6 +15,7 @@ from ._tiling import (
     SYM_BLOCK,
     _accumulate,
     _as_scale,
+    _dense_scores,
     _excluded,
     _exp_sum,
     _id_pair,
@@ -24,6 +25,7 @@ from ._tiling import (
     _sym_tiles,
     _triton,
     acc_dtype,
+    dense_logsumexp,
     use_tiles,
     use_triton,
 )
@@ -66,12 +68,8 @@ def sym_row_logsumexp(
             shard, z, scale=scale, bias=bias, excluded=excluded, ids=ids, block_size=block_size
         )
     if not use_tiles(n, n, block_size, z.device):
-        dtype = acc_dtype(z)
-        zz = z.to(dtype)
-        scores = (zz @ zz.T) * scale
-        if bias is not None:
-            scores = scores + bias.to(dtype)[:, None] + bias.to(dtype)[None, :]
-        return torch.logsumexp(_mask_pairs_(scores, excluded, pair), dim=1)
+        scores = _dense_scores(z, z, scale, 0.0, bias, bias)
+        return dense_logsumexp(_mask_pairs_(scores, excluded, pair), 1, bool(excluded) or pair is not None)
     side = min(block_size or SYM_BLOCK, n)
     lse: Tensor = _sym_lse_op(z, _as_scale(scale, z), bias, list(excluded), side, ids)
     return lse
