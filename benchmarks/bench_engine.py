@@ -109,6 +109,7 @@ def _rss(field: str) -> int:
 def run_case(case: dict) -> dict:
     """Time one case in this process; returns the measurements."""
     import torch
+    import torch._dynamo  # noqa: F401  (a custom operator's first call imports it: ~150 MB, once per process, not per call)
 
     torch.manual_seed(0)
     fn = _implementations()[(case["objective"], case["impl"])]

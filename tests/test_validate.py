@@ -31,12 +31,14 @@ def test_finite_checks_in_chunks_and_says_what_the_whole_check_said(monkeypatch,
 
     monkeypatch.setattr(torch, "isfinite", spy)
     monkeypatch.setattr(check, "FINITE_CHUNK", chunk)
-    check.finite(z, "z")  # finite: no error, and no mask larger than a chunk (or one element)
-    assert max(seen) <= max(chunk, 1) and sum(seen) == z.numel()
+    check.finite(z, "z")  # finite: one sum proves it (NaN and Inf would propagate into it), no mask at all
+    assert seen == []
     flat = z.view(-1)
     flat[-1] = math.nan  # in the last chunk
     flat[0] = -math.inf  # and in the first
     chunked = _message(z)
+    # a bad value: the exact check and the count, each over every element, and no mask larger than a chunk
+    assert max(seen) <= max(chunk, 1) and sum(seen) == 2 * z.numel()
     monkeypatch.setattr(check, "FINITE_CHUNK", 10**12)
     assert (
         chunked
@@ -46,6 +48,14 @@ def test_finite_checks_in_chunks_and_says_what_the_whole_check_said(monkeypatch,
             "bfloat16 or a smaller learning rate) before the loss was called"
         )
     )
+
+
+def test_finite_values_whose_sum_overflows_pass():
+    z = torch.full((4, 3), 3e38)  # finite float32, but their sum is inf: the exact check decides
+    check.finite(z, "z")
+    z[1, 2] = math.inf
+    with pytest.raises(ValueError, match="1 NaN or Inf"):
+        check.finite(z, "z")
 
 
 def test_finite_on_views_scalars_and_empty_tensors(monkeypatch):

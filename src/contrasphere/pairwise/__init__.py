@@ -12,9 +12,14 @@ Each has two implementations with the same value and gradient. The dense one mat
 small batches). The tiled one (flash-attention / Inf-CL style) visits ``row_block x col_block`` tiles with an online
 running maximum, accumulates in float32 (float64 for float64 input), and recomputes each tile in the backward pass
 instead of storing it, so memory grows as ``(N + M) * D + row_block * col_block`` rather than ``N * M``. Every
-loss chooses through ``block_size``: ``None`` picks dense up to :data:`DENSE_MAX_PAIRS` pairs and tiles above,
-``0`` forces dense, a positive number forces tiles of that many rows. bfloat16 inputs are multiplied in bfloat16
-(about four times the float32 rate on CPUs with AVX512-BF16) and reduced in float32.
+loss chooses through ``block_size``: ``None`` picks dense up to :func:`dense_max_pairs` pairs for the device (4M
+on a CPU, 256k on CUDA with Triton) and tiles above, ``0`` forces dense, a positive number forces tiles of that
+many rows. bfloat16 inputs are multiplied in bfloat16 where the device has bfloat16 matrix units
+(:func:`native_low_precision`: CUDA, CPUs with AVX512-BF16 or AMX), in float32 elsewhere, and reduced in float32.
+
+The tiled passes are custom operators (``torch.compile`` sees one node with a shape function), which run fused
+Triton kernels on CUDA tensors and the PyTorch tiles elsewhere (:func:`kernels` chooses otherwise). No loss call
+reads a device value back to the host where value checks are off (``contrasphere.set_value_checks``).
 
 Layout: :mod:`._tiling` (sizes, dtypes, tile generators), :mod:`.rows` (row and row-and-column passes),
 :mod:`.symmetric` (the symmetric pass and the Gaussian log-sum-exp of uniformity), :mod:`.softplus` (SigLIP),

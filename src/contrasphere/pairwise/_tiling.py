@@ -124,11 +124,10 @@ def use_triton(x: Tensor, excluded: tuple[int, ...] | list[int] = (), m: int | N
     choice = _kernels[-1]
     if choice == "torch" or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
-    if excluded and not _triton().takes_offsets(tuple(excluded), x.shape[0], x.shape[0] if m is None else m):
-        return False
-    if choice == "triton":
-        return True
-    return x.device.type == "cuda" and _triton_available()
+    if choice == "auto" and not (x.device.type == "cuda" and _triton_available()):
+        return False  # decided without importing Triton (its import adds ~150 MB and seconds)
+    m = x.shape[0] if m is None else m
+    return not excluded or bool(_triton().takes_offsets(tuple(excluded), x.shape[0], m))
 
 
 def _triton() -> ModuleType:
