@@ -217,7 +217,8 @@ def dense_logsumexp(scores: Tensor, dim: int, masked: bool = True) -> Tensor:
     :math:`\mathrm{lse} = \max s - \log \max p` (the largest probability is :math:`1 / \sum e^{s - \max s}
     \geq 1 / M`: it never underflows); ``p`` is saved in place of the scores and the backward pass is one product,
     ``d lse / d scores = p``. Where pairs were ``masked`` out, a slice whose every score is ``-inf`` gets ``-inf``
-    and zero gradient.
+    and zero gradient. First-order only, as the tiled passes are: a second derivative raises (``torch.logsumexp``
+    is the way for that).
     """
     out: Tensor = _DenseLogSumExp.apply(scores, dim, masked)
     return out
