@@ -49,14 +49,12 @@ import contextlib
 import copy
 import datetime
 import gc
-import hashlib
 import json
 import math
 import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -70,6 +68,10 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
+
+from _gpu_common import cuda_info, git, source_digest  # noqa: E402
+
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "gpu.json"
 
 # --- settings -----------------------------------------------------------------------------------------------------
@@ -208,23 +210,6 @@ def _free(device: torch.device, collect: bool = True) -> None:
 
 
 # --- 1. environment -------------------------------------------------------------------------------------------------
-def source_digest() -> str:
-    """sha256 (first 16 hex digits) of every file under src/contrasphere, paths and contents, in sorted order."""
-    h = hashlib.sha256()
-    base = ROOT / "src" / "contrasphere"
-    for path in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def _version(dist: str) -> str | None:
     from importlib import metadata
 
@@ -258,7 +243,7 @@ def environment(device: torch.device, env: dict[str, Any], peers: bool = True) -
         platform=platform.platform(),
         torch=torch.__version__,
         torch_cuda=torch.version.cuda,
-        commit=os.environ.get("CONTRASPHERE_COMMIT") or _git("rev-parse", "HEAD"),
+        commit=os.environ.get("CONTRASPHERE_COMMIT") or git("rev-parse", "HEAD"),
         source_digest=source_digest(),
         cpu_count=os.cpu_count(),
         device=str(device),
@@ -271,7 +256,7 @@ def environment(device: torch.device, env: dict[str, Any], peers: bool = True) -
         env.update(contrasphere=contrasphere.__version__, contrasphere_file=contrasphere.__file__)
     except Exception as err:  # the engine does not import: every later phase will say so too
         env["contrasphere"] = f"not importable: {type(err).__name__}: {err}"
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
     env["git_dirty"] = None if dirty is None else bool(dirty)
     try:
         import triton  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -280,23 +265,7 @@ def environment(device: torch.device, env: dict[str, Any], peers: bool = True) -
     except Exception as err:  # no triton: the engine's kernels cannot run, which the report must say
         env["triton"] = f"not importable: {type(err).__name__}: {err}"
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        env.update(
-            gpu=torch.cuda.get_device_name(device),
-            capability=f"{props.major}.{props.minor}",
-            gpu_memory_bytes=props.total_memory,
-            multiprocessors=props.multi_processor_count,
-        )
-        try:
-            smi = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.max.sm,power.limit", "--format=csv"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-            env["nvidia_smi"] = smi.stdout.strip()
-        except (OSError, subprocess.SubprocessError) as err:
-            env["nvidia_smi"] = f"unavailable: {err}"
+        env.update(cuda_info(device, "driver_version,clocks.sm,clocks.max.sm,power.limit"))
     try:  # which path the engine takes for a bf16 tensor on this device, where it says (best effort)
         from contrasphere.pairwise import _tiling
 

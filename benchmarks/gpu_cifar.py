@@ -63,14 +63,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import hashlib
 import io
 import json
 import math
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +84,9 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # run from a checkout without an install (the device machine)
     sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside this script
+
+from _gpu_common import cuda_info, git, source_digest  # noqa: E402
 
 from contrasphere.train import data as D  # noqa: E402
 from contrasphere.train import train  # noqa: E402
@@ -263,7 +264,7 @@ def environment(s: dict[str, Any]) -> dict[str, Any]:
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cuda_available": torch.cuda.is_available(),
-        "commit": os.environ.get("CONTRASPHERE_COMMIT") or _git_head(),
+        "commit": os.environ.get("CONTRASPHERE_COMMIT") or git("rev-parse", "HEAD"),
         "source_digest": source_digest(),
         "cudnn_benchmark": s["cudnn_benchmark"],
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
@@ -272,41 +273,8 @@ def environment(s: dict[str, Any]) -> dict[str, Any]:
     if s["device"].startswith("cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError("no CUDA GPU is visible to PyTorch (use --smoke, or --device cpu)")
-        props = torch.cuda.get_device_properties(0)
-        env.update(
-            gpu=torch.cuda.get_device_name(0),
-            capability=f"{props.major}.{props.minor}",
-            gpu_memory_bytes=props.total_memory,
-            multiprocessors=props.multi_processor_count,
-        )
-        try:
-            smi = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm,power.limit", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-            env["nvidia_smi"] = smi.stdout.strip()
-        except (OSError, subprocess.SubprocessError) as err:
-            env["nvidia_smi"] = f"unavailable: {err}"
+        env.update(cuda_info(0, "driver_version,clocks.max.sm,power.limit"))
     return env
-
-
-def source_digest() -> str:
-    """sha256 (16 hex digits) of src/contrasphere's files, paths and contents (as benchmarks/gpu.py computes it)."""
-    h = hashlib.sha256()
-    base = ROOT / "src" / "contrasphere"
-    for path in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def _git_head() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def load_data(s: dict[str, Any]) -> dict[str, Any]:
