@@ -106,6 +106,22 @@ def test_fully_excluded_rows_give_minus_infinity():
         assert P.row_logsumexp(z, z, exclude_diagonal=True, block_size=block).item() == -math.inf
 
 
+def test_a_fully_excluded_row_gets_zero_gradient_dense_and_tiled():
+    """Row 0 shares its id with every column: its log-sum-exp is -inf, and an incoming gradient on it adds nothing
+    (no NaN) to the gradients."""
+    a = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    row_ids, col_ids = torch.tensor([9, 10, 11, 12, 13, 14, 15]), torch.full((5,), 9)  # rows 1..6 keep every column
+    grads = []
+    for block in (0, 2):
+        lse = P.row_col_logsumexp(a, b, scale=2.0, row_ids=row_ids, col_ids=col_ids, block_size=block)[0]
+        assert lse[0] == -math.inf and torch.isfinite(lse[1:]).all()
+        grads.append(torch.autograd.grad(lse, (a, b), torch.ones(7, dtype=torch.float64)))  # row 0's too
+    for dense, tiled in zip(*grads):
+        assert torch.isfinite(dense).all() and torch.allclose(dense, tiled, rtol=1e-10, atol=1e-12)
+    assert float(grads[0][0][0].abs().max()) == 0.0
+
+
 def _labels(n):
     return torch.arange(n) % 5
 
