@@ -79,7 +79,7 @@ def _mm_dtype(x: Tensor) -> torch.dtype:
     the accumulation dtype (with a one-time warning for bfloat16 on a CPU that would emulate it)."""
     if native_low_precision(x.device, x.dtype):
         return x.dtype
-    if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and "bf16-tiles" not in _WARNED:
         cap = torch.backends.cpu.get_cpu_capability()
         warn_once(
             "bf16-tiles",
