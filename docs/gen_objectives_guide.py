@@ -185,6 +185,12 @@ GUIDE: dict[str, Entry] = {
         "class labels (optionally several views per sample)",
         "Labelled data: every same-class sample is a positive; an alternative to cross-entropy pretraining.",
     ),
+    "supervised_ce": Entry(
+        "labels",
+        "class labels; `dim` and `num_classes` given",
+        "The supervised predictive baseline (Wang & Isola, Figure 3): a linear classifier on the embeddings, "
+        "trained with the encoder by cross-entropy.",
+    ),
     # queue
     "moco": Entry(
         "queue",

@@ -42,6 +42,8 @@ def make_loss(name: str, dim: int, **kwargs):
         kwargs = {"dim": dim, "num_prototypes": 10, **kwargs}
     if name == "amcl":  # its temperature network has the embeddings' dimension; one projection head
         kwargs = {"dim": dim, "num_heads": 1, **kwargs}
+    if name == "supervised_ce":  # its classifier has the embeddings' dimension; room for every test's labels
+        kwargs = {"dim": dim, "num_classes": 64, **kwargs}
     if name in ("isogclr", "sogclr"):  # per-sample state for a training set of this size
         kwargs = {"num_samples": 1000, **kwargs}
     return contrasphere.create_loss(name, **kwargs)

@@ -62,8 +62,9 @@ def _explicit(loss_fn, kw, dims, weights, normalize=True):
     return total
 
 
-# SwAV's prototypes and AMCL's temperature network have the embeddings' full dimension: a prefix cannot meet them
-DIMENSION_BOUND = {"swav", "amcl"}
+# SwAV's prototypes, AMCL's temperature network and the cross-entropy classifier have the embeddings' full
+# dimension: a prefix cannot meet them
+DIMENSION_BOUND = {"swav", "amcl", "supervised_ce"}
 WRAPPABLE = [name for name in contrasphere.list_losses() if name not in DIMENSION_BOUND]
 
 

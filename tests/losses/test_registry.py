@@ -49,8 +49,9 @@ ALL = contrasphere.list_losses()
 # Barlow Twins standardises each coordinate, SwAV compares with fixed prototypes, Symile multiplies coordinates,
 # AMCL's temperature network reads coordinates: a rotation of the embedding space changes them, by design; VICReg
 # penalises each coordinate's variance and each pair of coordinates' covariance, and SIGReg projects onto fixed
-# (seeded) directions, which a rotation of the embeddings moves relative to them
-COORDINATE_WISE = {"barlow_twins", "swav", "symile", "amcl", "vicreg", "sigreg"}
+# (seeded) directions, which a rotation of the embeddings moves relative to them; the cross-entropy's classifier
+# weights are fixed directions too
+COORDINATE_WISE = {"barlow_twins", "swav", "symile", "amcl", "vicreg", "sigreg", "supervised_ce"}
 # MoCHi draws negatives row by row; i-Mix's mix_index names rows: a permutation of the batch changes both
 ROW_DEPENDENT = {"mochi", "i_mix"}
 # iSogCLR updates per-sample temperatures in every forward, SIGReg draws new directions at every call: each

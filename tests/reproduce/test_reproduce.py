@@ -74,7 +74,10 @@ def test_vision_report(data_source, tmp_path, capsys):
         rho = -scipy.stats.spearmanr(values, acc).statistic
         got = raw["correlations"]["linear_accuracy"][key]
         assert got == pytest.approx(rho, abs=1e-9) or (math.isnan(rho) and math.isnan(got))
-    assert [c["label"] for c in raw["circle"]] == ["untrained", "supervised (SupCon)", "NT-Xent", "align-uniform"]
+    labels = ["untrained", "supervised (cross-entropy)", "NT-Xent", "align-uniform"]
+    assert [c["label"] for c in raw["circle"]] == labels
+    for c in raw["circle"]:  # Figure 3's captions: the accuracy and uniformity of the 2-d output features
+        assert 0 <= c["output_linear_accuracy"] <= 1 and -4 <= c["uniformity_2d"] <= 0
     assert (tmp_path / "vision" / "vision_circle.png").exists()
 
 

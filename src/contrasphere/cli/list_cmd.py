@@ -59,7 +59,7 @@ def markdown() -> str:
         if r["dense_pairs"]:
             engine = "no: dense N x N"
         inputs = ", ".join(f"`{i}`" for i in r["inputs"]) + (" (+ `ids`)" if r["takes_ids"] else "")
-        function = f"`{r['function']}`" if r["function"] else "(own math: stateful or per-step draws)"
+        function = f"`{r['function']}`" if r["function"] else "(own math: state, per-step draws or learned parameters)"
         cells = [f"`{r['name']}`", f"`{r['class']}`", function, r["paper"], inputs, engine, r["distributed"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -47,6 +47,7 @@ from .registry import (
 )
 from .regularizers import GORLoss, KoLeoLoss, MMCRLoss, SIGRegLoss, VICRegLoss
 from .sogclr import SogCLRLoss
+from .supervised import SupervisedCrossEntropyLoss
 from .variants import EuclideanCLIPLoss, GTEInfoNCELoss, HNNCELoss, KernelInfoNCELoss
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "SogCLRLoss",
     "SpectralContrastiveLoss",
     "SupConLoss",
+    "SupervisedCrossEntropyLoss",
     "SwAVLoss",
     "SymileLoss",
     "UniformityLoss",
