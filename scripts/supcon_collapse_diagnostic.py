@@ -129,7 +129,7 @@ def label_signal(extra: dict, warm: bool) -> dict:
 
 def main() -> None:
     done = {r["label"]: r for r in json.loads(OUT.read_text())} if OUT.exists() else {}
-    out = [done[label] for label, *_ in cases if label in done]
+    out = list(done.values())
     for label, loss, args, extra in cases:
         if label in done:
             continue
