@@ -124,8 +124,9 @@ def test_every_loss_is_stable_in_half_precision(name, dtype):
 GENERIC = [name for name in ALL if loss_spec(name).fn is not None]
 # their own math (iSogCLR's per-sample state, AMCL's temperature network) or their own random draws (feature
 # transformation's mixing, SIGReg's directions redrawn at every call): tested one by one below, AMCL against the
-# authors' code in test_amcl.py, SIGReg's module against its function in tests/functional/test_regularizers.py
-OWN_MATH = {"feature_transformation", "isogclr", "amcl", "sigreg", "sogclr"}
+# authors' code in test_amcl.py, SIGReg's module against its function in tests/functional/test_regularizers.py, the
+# cross-entropy classifier against its equation in tests/losses/test_supervised.py
+OWN_MATH = {"feature_transformation", "isogclr", "amcl", "sigreg", "sogclr", "supervised_ce"}
 # the embeddings' dimension is the inputs' (SwAV's prototypes); block_size is a tiling, not math: both kept out of
 # the perturbation, block_size exercised on its own (tiles of 5) below
 NOT_PERTURBED = {"dim", "block_size"}
