@@ -38,14 +38,19 @@ from contrasphere.train import build, train
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "reproduce" / "vision" / "supcon_diagnostic.json"
 STEPS_PER_EPOCH = 39  # 10,000 images, batch 256
+BATCHES = 5  # training batches of the label-signal measurement
 
 
-@register_loss("diag_supcon_shuffled", inputs=("z", "labels"), paper="diagnostic")
-class ShuffledSupCon(nn.Module):
+class _Diagnostic(nn.Module):
+    """A diagnostic loss over both views stacked with their labels, at SupCon temperature ``temperature``."""
+
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
         self.temperature = temperature
 
+
+@register_loss("diag_supcon_shuffled", inputs=("z", "labels"), paper="diagnostic")
+class ShuffledSupCon(_Diagnostic):
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         n = labels.shape[0] // 2  # the two views are stacked: permute the samples, keep the views' pairing
         perm = torch.randperm(n, device=labels.device)
@@ -54,10 +59,10 @@ class ShuffledSupCon(nn.Module):
 
 
 @register_loss("diag_warm_supcon", inputs=("z", "labels"), paper="diagnostic")
-class WarmSupCon(nn.Module):
+class WarmSupCon(_Diagnostic):
     def __init__(self, temperature: float = 0.1, warm_steps: int = STEPS_PER_EPOCH) -> None:
-        super().__init__()
-        self.temperature, self.warm_steps, self.calls = temperature, warm_steps, 0
+        super().__init__(temperature)
+        self.warm_steps, self.calls = warm_steps, 0
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         self.calls += 1
@@ -68,11 +73,7 @@ class WarmSupCon(nn.Module):
 
 
 @register_loss("diag_supcon_plus_nt_xent", inputs=("z", "labels"), paper="diagnostic")
-class SupConPlusNTXent(nn.Module):
-    def __init__(self, temperature: float = 0.1) -> None:
-        super().__init__()
-        self.temperature = temperature
-
+class SupConPlusNTXent(_Diagnostic):
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         z_a, z_b = z.chunk(2)
         return CF.supcon(z, labels, temperature=self.temperature) + CF.nt_xent(z_a, z_b, temperature=0.5)
@@ -100,8 +101,8 @@ cases = [
 
 
 def label_signal(extra: dict, warm: bool) -> dict:
-    """SupCon's loss (tau 0.1) on training batches with the true and with permuted labels, in train mode."""
-    recipe = V._recipe(base, "supcon", {"temperature": 0.1}, extra)
+    """SupCon's loss (tau 0.1) on ``BATCHES`` training batches with the true and with permuted labels, in train
+    mode (BatchNorm's batch statistics, as the loss sees them in training)."""
     if warm:
         recipe = V._recipe(
             base, "nt_xent", {"temperature": 0.5}, {**extra, "train.epochs": 1, "train.max_steps": STEPS_PER_EPOCH}
@@ -110,21 +111,19 @@ def label_signal(extra: dict, warm: bool) -> dict:
             model = train(recipe, folder, progress=False)["model"]
         task, _, _ = build(recipe, torch.device("cpu"))
     else:
-        task, model, _ = build(recipe, torch.device("cpu"))
+        task, model, _ = build(V._recipe(base, "supcon", {"temperature": 0.1}, extra), torch.device("cpu"))
     model.train()
-    torch.set_grad_enabled(False)
     gen = torch.Generator().manual_seed(0)
     true, shuffled = [], []
-    for _ in range(5):
-        index = torch.randperm(task.n_train, generator=gen)[:256]
-        views, labels = task.batch(index, slice(None), gen)
-        z = model(views).float()
-        both = torch.cat([labels, labels])
-        perm = labels[torch.randperm(256, generator=gen)]
-        true.append(float(CF.supcon(z, both, temperature=0.1)))
-        shuffled.append(float(CF.supcon(z, torch.cat([perm, perm]), temperature=0.1)))
-    torch.set_grad_enabled(True)
-    return {"supcon_true_labels": sum(true) / 5, "supcon_permuted_labels": sum(shuffled) / 5}
+    with torch.no_grad():
+        for _ in range(BATCHES):
+            index = torch.randperm(task.n_train, generator=gen)[:256]
+            views, labels = task.batch(index, slice(None), gen)
+            z = model(views).float()
+            perm = labels[torch.randperm(labels.shape[0], generator=gen)]
+            true.append(float(CF.supcon(z, torch.cat([labels, labels]), temperature=0.1)))
+            shuffled.append(float(CF.supcon(z, torch.cat([perm, perm]), temperature=0.1)))
+    return {"supcon_true_labels": sum(true) / BATCHES, "supcon_permuted_labels": sum(shuffled) / BATCHES}
 
 
 def main() -> None:
