@@ -18,7 +18,7 @@ from conftest import make_loss
 from torch.nn.parallel import DistributedDataParallel
 
 import contrasphere
-from contrasphere.distributed import all_gather_with_grad
+from contrasphere.distributed import all_gather_with_grad, leave
 from contrasphere.gradcache import grad_cache_backward
 from contrasphere.losses import GatherLoss, loss_spec
 
@@ -91,6 +91,7 @@ def _result(model, loss_module, loss):
 
 
 def _worker(rank, world, init_file, out_dir, sizes=SIZES):
+    torch.set_num_threads(1)  # several processes on two cores: no oversubscribed thread pools
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     x_a, x_b, labels = _data(sizes)
     start = sum(sizes[:rank])
@@ -109,9 +110,10 @@ def _worker(rank, world, init_file, out_dir, sizes=SIZES):
             start, ids=block == "ids",
         )  # fmt: skip
         results[(name, block, mode)] = _result(model.module, loss_module, loss)
+        del model  # no DDP reducer outlives the process group
     if world != 2:
         torch.save(results, f"{out_dir}/rank{rank}.pt")
-        dist.destroy_process_group()
+        leave(destroy=True)  # a barrier first: no rank tears its connections down while another still uses them
         return
     # gradient caching under DDP: chunks of 3 rows on each rank
     model = DistributedDataParallel(_model())
@@ -123,8 +125,9 @@ def _worker(rank, world, init_file, out_dir, sizes=SIZES):
     z_all, offset = all_gather_with_grad(z)
     (z_all * torch.arange(z_all.shape[0], dtype=z_all.dtype)[:, None]).sum().backward()
     results["gather"] = {"z_all": z_all.detach(), "offset": offset, "grad": z.grad}
+    del model
     torch.save(results, f"{out_dir}/rank{rank}.pt")
-    dist.destroy_process_group()
+    leave(destroy=True)
 
 
 def _embed_pair(model, x_a, x_b):

@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from conftest import run_forked_ranks
 
+from contrasphere.distributed import leave
 from contrasphere.integrations.openclip import ClipLoss, SigLipLoss
 
 
@@ -157,6 +158,7 @@ CASES = [
 
 
 def _worker(rank, world, init_file, out_dir):
+    torch.set_num_threads(1)  # two processes on two cores: no oversubscribed thread pools
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     x_img, x_txt = _data()
     start = sum(SIZES[:rank])
@@ -173,7 +175,7 @@ def _worker(rank, world, init_file, out_dir):
             grads.append(g / world)
         results[i] = {"loss": value.item(), "grads": grads}
     torch.save(results, f"{out_dir}/rank{rank}.pt")
-    dist.destroy_process_group()
+    leave(destroy=True)  # a barrier first: no rank tears its connections down while another still uses them
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling, Transfor
 
 import contrasphere.functional as CF  # noqa: E402
 from contrasphere import metrics  # noqa: E402
+from contrasphere.distributed import leave  # noqa: E402
 from contrasphere.evaluation import sts_spearman  # noqa: E402
 from contrasphere.integrations.st import (  # noqa: E402
     OBJECTIVES,
@@ -443,6 +444,7 @@ def _dist_loss_and_grads(tower, name, columns, keys, kwargs, gather):
 def _dist_worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
 
+    torch.set_num_threads(1)  # two processes on two cores: no oversubscribed thread pools
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     x, keys = _dist_data()
     start = sum(DIST_SIZES[:rank])
@@ -460,7 +462,7 @@ def _dist_worker(rank, world, init_file, out_dir):
             grads.append(g / world)
         results.append({"loss": value.item(), "grads": grads})
     torch.save(results, f"{out_dir}/rank{rank}.pt")
-    dist.destroy_process_group()
+    leave(destroy=True)  # a barrier first: no rank tears its connections down while another still uses them
 
 
 @pytest.mark.slow

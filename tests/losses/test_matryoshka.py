@@ -13,6 +13,7 @@ from conftest import make_loss, near, sphere
 from torch.nn.parallel import DistributedDataParallel
 
 import contrasphere
+from contrasphere.distributed import leave
 from contrasphere.losses import GatherLoss, MatryoshkaLoss, loss_spec
 from contrasphere.losses.matryoshka import EMBEDDING_ROLES
 
@@ -196,6 +197,7 @@ def _make(order, loss):
 
 
 def _worker(rank, world, init_file, out_dir):
+    torch.set_num_threads(1)  # two processes on two cores: no oversubscribed thread pools
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     x_a, x_b = _data()
     start = sum(SIZES[:rank])
@@ -206,8 +208,9 @@ def _worker(rank, world, init_file, out_dir):
         loss = contrasphere.create_loss("clip").double()
         value = _step(model, _make(order, loss), x_a[mine], x_b[mine])
         results[order] = (value, [p.grad.clone() for p in model.module.parameters()], loss.log_logit_scale.grad)
+        del model  # no DDP reducer outlives the process group
     torch.save(results, f"{out_dir}/rank{rank}.pt")
-    dist.destroy_process_group()
+    leave(destroy=True)  # a barrier first: no rank tears its connections down while another still uses them
 
 
 @pytest.mark.slow
