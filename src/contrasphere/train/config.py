@@ -44,7 +44,7 @@ class DataConfig:
     train_samples: int = 0  # a seeded subset of the training set; 0: all of it
     test_samples: int = 0  # a seeded subset of the test set; 0: all of it
     image_size: int = 0  # decode/resize images to this side (image-text); 0: as stored
-    max_length: int = 32  # tokens per sentence (text)
+    max_length: int = 32  # tokens per sentence when training (text); evaluation: eval.max_length
 
 
 @dataclass
@@ -107,6 +107,9 @@ class EvalConfig:
     probe_protocol: Literal["fast", "paper"] = "fast"  # fast: Adam, standardised features; paper: Wang & Isola's
     probe_epochs: int = 100
     sts_sets: tuple[str, ...] = ("stsb",)  # text: STS sets to evaluate (stsb, sts12..sts16, sickr)
+    # text: tokens per sentence when evaluating (STS, held-out alignment/uniformity, caption retrieval); 0: the
+    # encoder's own maximum (256 for all-MiniLM-L6-v2), as its published scores; data.max_length is for training
+    max_length: int = 0
     plots: bool = True
 
 
@@ -354,6 +357,7 @@ def validate(recipe: Recipe) -> None:
         (d.batch_size % t.accumulate == 0, "data.batch_size must be divisible by train.accumulate"),
         (min(d.train_samples, d.test_samples, d.image_size) >= 0, "data.*_samples and data.image_size must be >= 0"),
         (1 <= d.max_length <= 4096, "data.max_length must be between 1 and 4096 tokens"),
+        (0 <= e.max_length <= 4096, "eval.max_length must be between 1 and 4096 tokens, or 0 for the encoder's own"),
         (8 <= a.crop_size <= 1024, "augment.crop_size must be between 8 and 1024 pixels"),
         (
             0 < a.crop_scale[0] <= a.crop_scale[1] <= 1,

@@ -19,8 +19,11 @@ this is what makes a K-process run equal to a one-process run on the same global
 
 from __future__ import annotations
 
+import contextlib
+import json
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -106,9 +109,14 @@ def resnet18_cifar(in_channels: int = 3, **_: Any) -> nn.Module:
 
 
 class TextEncoder(nn.Module):
-    """A ``transformers`` encoder with mean or CLS pooling; ``forward`` takes a list of strings."""
+    """A ``transformers`` encoder with mean or CLS pooling; ``forward`` takes a list of strings.
 
-    def __init__(self, path: str = "", pooling: str = "mean", max_length: int = 32) -> None:
+    ``max_length`` is where sentences are truncated, in tokens; 0 (the default) is the encoder's own maximum,
+    ``longest`` (see :func:`own_max_length`: 256 for all-MiniLM-L6-v2). Training usually truncates shorter for
+    speed; :func:`text_length` sets another length for the duration of an evaluation.
+    """
+
+    def __init__(self, path: str = "", pooling: str = "mean", max_length: int = 0) -> None:
         super().__init__()
         try:
             from transformers import AutoModel, AutoTokenizer
@@ -127,7 +135,10 @@ class TextEncoder(nn.Module):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path)
-        self.pooling, self.max_length = pooling, max_length
+        self.longest = own_max_length(path, self.tokenizer, self.model.config)
+        if max_length < 0:
+            raise ValueError(f"max_length must be a number of tokens, or 0 for the encoder's own, got {max_length}")
+        self.pooling, self.max_length = pooling, max_length or self.longest
         self.feature_dim = int(self.model.config.hidden_size)
 
     def forward(self, sentences: list[str]) -> Tensor:
@@ -140,6 +151,41 @@ class TextEncoder(nn.Module):
             return hidden[:, 0]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def own_max_length(path: str, tokenizer: Any, config: Any) -> int:
+    """The longest input a text encoder was made for, in tokens.
+
+    sentence-transformers' ``max_seq_length`` where the model folder has a ``sentence_bert_config.json`` (what
+    its published scores used: 256 for all-MiniLM-L6-v2, whose tokenizer says 512), else the tokenizer's
+    ``model_max_length``; never beyond the model's position embeddings.
+    """
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    cap = positions if positions > 0 else 1 << 30
+    st = Path(path) / "sentence_bert_config.json"
+    if st.is_file():  # plain JSON, never code
+        n = json.loads(st.read_text()).get("max_seq_length")
+        if isinstance(n, int) and n > 0:
+            return min(n, cap)
+    n = getattr(tokenizer, "model_max_length", 0)
+    if isinstance(n, int) and 0 < n < 1 << 30:  # tokenizers that do not know say 1e30
+        return min(n, cap)
+    return positions if positions > 0 else 512
+
+
+@contextlib.contextmanager
+def text_length(model: nn.Module, max_length: int = 0) -> Iterator[int]:
+    """Every :class:`TextEncoder` inside ``model`` truncates at ``max_length`` tokens (0: each at its own
+    maximum) until the block ends; yields the length of the first one (0 when ``model`` has no text encoder)."""
+    encoders = [m for m in model.modules() if isinstance(m, TextEncoder)]
+    saved = [e.max_length for e in encoders]
+    for e in encoders:
+        e.max_length = max_length or e.longest
+    try:
+        yield encoders[0].max_length if encoders else 0
+    finally:
+        for e, n in zip(encoders, saved):
+            e.max_length = n
 
 
 class EfficientNetLite0(nn.Module):
@@ -231,7 +277,7 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
         in_channels, tuple(widths), image_size
     ),
     "resnet18_cifar": resnet18_cifar,
-    "minilm": lambda pretrained="", pooling="mean", max_length=32, **_: TextEncoder(pretrained, pooling, max_length),
+    "minilm": lambda pretrained="", pooling="mean", max_length=0, **_: TextEncoder(pretrained, pooling, max_length),
     "efficientnet_lite0": lambda **_: EfficientNetLite0(),
 }
 

@@ -32,7 +32,7 @@ from ..losses import LossSpec
 from . import data as D
 from .augment import Augment, AugmentConfig, center_view
 from .config import DataConfig, EvalConfig, ModelConfig, Recipe
-from .models import Embedder, ProjectionHead, TwoTower, build_encoder, feature_dim
+from .models import Embedder, ProjectionHead, TwoTower, build_encoder, feature_dim, text_length
 
 LossInputs = Callable[[Tensor, Tensor, "Tensor | None"], dict[str, Tensor]]
 
@@ -237,16 +237,23 @@ class TextTask(Task):
         return self.loss_inputs(z_a, z_b, None)
 
     def _embed(self, model: nn.Module, sentences: list[str]) -> Tensor:
-        return _batched(lambda s: model(s).float().cpu(), sentences, len(sentences), 128)
+        """Embeddings in the order given, computed in batches of similar length (less padding at 256 tokens)."""
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        z = _batched(lambda s: model(s).float().cpu(), [sentences[i] for i in order], len(sentences), 128)
+        out = torch.empty_like(z)
+        out[torch.tensor(order, dtype=torch.long)] = z
+        return out
 
     @torch.no_grad()
     def heldout(self, model: nn.Module) -> dict[str, float]:
-        """SimCSE's protocol: alignment over STS-B dev pairs with gold score above 4, uniformity over all sentences."""
+        """SimCSE's protocol: alignment over STS-B dev pairs with gold score above 4, uniformity over all sentences
+        (at the evaluation length, ``eval.max_length``)."""
         was_training = model.training
         model.eval()
         n = self.heldout_samples or len(self.dev.a)
         a, b, gold = self.dev.a[:n], self.dev.b[:n], self.dev.scores[:n]
-        z_a, z_b = self._embed(model, a), self._embed(model, b)
+        with text_length(model, self.eval_config.max_length):
+            z_a, z_b = self._embed(model, a), self._embed(model, b)
         model.train(was_training)
         positive = gold > 4
         if int(positive.sum()) == 0:
@@ -258,15 +265,17 @@ class TextTask(Task):
         model.eval()
         results: dict[str, Any] = {"heldout": self.heldout(model), "sts": {}}
         limit = self.data_config.test_samples
-        for name in self.eval_config.sts_sets:
-            splits = ("dev", "test") if name == "stsb" else ("test",)
-            for split in splits:
-                pairs = D.sts(name, split)
-                k = limit or len(pairs.a)
-                score = evaluation.sts_spearman(
-                    self._embed(model, pairs.a[:k]), self._embed(model, pairs.b[:k]), pairs.scores[:k]
-                )
-                results["sts"][f"{name}-{split}" if name == "stsb" else name] = 100 * score
+        with text_length(model, self.eval_config.max_length) as n_tokens:
+            results["max_length"] = n_tokens  # what every number here was computed at
+            for name in self.eval_config.sts_sets:
+                splits = ("dev", "test") if name == "stsb" else ("test",)
+                for split in splits:
+                    pairs = D.sts(name, split)
+                    k = limit or len(pairs.a)
+                    score = evaluation.sts_spearman(
+                        self._embed(model, pairs.a[:k]), self._embed(model, pairs.b[:k]), pairs.scores[:k]
+                    )
+                    results["sts"][f"{name}-{split}" if name == "stsb" else name] = 100 * score
         return results, {}
 
 
@@ -294,6 +303,7 @@ class ImageTextTask(Task):
         self.caption_start = [0, *itertools.accumulate(len(caps) for caps in train.captions)][:-1]  # flat row of each
         if not self.model_config.freeze_encoder:
             raise ConfigError("the image-text task trains with a frozen image tower (model.freeze_encoder=true)")
+        self.test_text_tokens = 0  # with a frozen text tower: the length its cached test captions were encoded at
 
     def build_model(self) -> nn.Module:
         m = self.model_config
@@ -314,15 +324,23 @@ class ImageTextTask(Task):
         if self.frozen_text:  # every caption's features once; the tower itself is not part of the model
             text_encoder.to(self.device).eval()
             self.train_text = self._cached("text", self.train, lambda: self._text_features(text_encoder, self.train))
-            self.test_text = self._cached("text", self.test, lambda: self._text_features(text_encoder, self.test))
+            with text_length(text_encoder, self.eval_config.max_length) as n_tokens:  # the test captions: as eval
+                self.test_text = self._cached(
+                    "text", self.test, lambda: self._text_features(text_encoder, self.test), n_tokens
+                )
+            self.test_text_tokens = n_tokens
             return TwoTower(image, Embedder(nn.Identity(), text_head))
         return TwoTower(image, Embedder(text_encoder, text_head))
 
-    def _cached(self, kind: str, pairs: D.CaptionedImages, compute: Callable[[], Tensor]) -> Tensor:
-        """Frozen-tower features of ``pairs``, computed once and kept in the data cache, keyed by the tower and the
-        content itself (every image's pixels for images, every caption for text), never by names alone."""
+    def _cached(
+        self, kind: str, pairs: D.CaptionedImages, compute: Callable[[], Tensor], max_length: int = 0
+    ) -> Tensor:
+        """Frozen-tower features of ``pairs``, computed once and kept in the data cache, keyed by the tower (for
+        text: at ``max_length`` tokens, default ``data.max_length``) and the content itself (every image's pixels
+        for images, every caption for text), never by names alone."""
         m, d = self.model_config, self.data_config
-        tower = m.encoder if kind == "image" else f"{m.text_encoder}-{m.pretrained}-{m.pooling}-{d.max_length}"
+        tokens = max_length or d.max_length
+        tower = m.encoder if kind == "image" else f"{m.text_encoder}-{m.pretrained}-{m.pooling}-{tokens}"
         h = hashlib.sha256("\n".join([tower, str(d.image_size), *pairs.names]).encode())
         if kind == "image":
             h.update(pairs.images.contiguous().numpy().tobytes())
@@ -373,7 +391,8 @@ class ImageTextTask(Task):
             texts = _batched(lambda x: model.b(x.to(self.device)).float().cpu(), self.test_text, len(owner), 1024)
         else:
             captions = [c for caps in self.test.captions for c in caps]
-            texts = _batched(lambda s: model.b(s).float().cpu(), captions, len(captions), 128)
+            with text_length(model, self.eval_config.max_length):
+                texts = _batched(lambda s: model.b(s).float().cpu(), captions, len(captions), 128)
         return images, texts, owner
 
     @torch.no_grad()
@@ -393,9 +412,11 @@ class ImageTextTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[dict[str, Any], dict[str, Tensor]]:
         model.eval()
-        images, texts, owner = self.test_embeddings(model)
+        with text_length(model, self.eval_config.max_length) as n_tokens:
+            images, texts, owner = self.test_embeddings(model)
         image_owner = torch.arange(images.shape[0])
         results = {
+            "max_length": n_tokens or self.test_text_tokens,  # of the test captions
             "heldout": self.heldout(model),
             "test_images": int(images.shape[0]),
             "test_captions": int(texts.shape[0]),
