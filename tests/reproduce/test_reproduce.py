@@ -67,17 +67,31 @@ def test_vision_report(data_source, tmp_path, capsys):
         assert _close(row[1], r["alignment"]) and _close(row[2], r["uniformity"])
         assert _close(row[3], 100 * r["linear_accuracy"]) and _close(row[4], 100 * r["knn_accuracy"])
         assert 0 <= r["alignment"] <= 4 and -4 <= r["uniformity"] <= 0  # alpha = 2 and t = 2 bounds on the sphere
-    # the rank correlations, recomputed with scipy from the runs
+    # the rank correlations, recomputed with scipy from the runs (the predictors' signs flipped: lower is better)
     acc = [r["linear_accuracy"] for r in runs]
     for key, values in (("alignment", [r["alignment"] for r in runs]),
-                        ("uniformity", [r["uniformity"] for r in runs])):  # fmt: skip
-        rho = -scipy.stats.spearmanr(values, acc).statistic
-        got = raw["correlations"]["linear_accuracy"][key]
-        assert got == pytest.approx(rho, abs=1e-9) or (math.isnan(rho) and math.isnan(got))
+                        ("uniformity", [r["uniformity"] for r in runs]),
+                        ("alignment + uniformity", [r["alignment"] + r["uniformity"] for r in runs])):  # fmt: skip
+        for name, test in (("spearman", scipy.stats.spearmanr), ("kendall", scipy.stats.kendalltau)):
+            want = test([-v for v in values], acc).statistic
+            got = raw["correlations"]["linear_accuracy"][key][name]
+            assert got["value"] == pytest.approx(want, abs=1e-9) or (math.isnan(want) and math.isnan(got["value"]))
+            assert -1 <= got["ci"][0] <= got["ci"][1] <= 1
+    # the seed runs: each family's best sweep settings, the same seeds, the summary and paired difference from them
+    seed_runs = raw["seed_runs"]
+    assert set(seed_runs) == {"NT-Xent", "align-uniform"}
+    for family, rows in seed_runs.items():
+        assert all(r["label"] == raw["best"][family] for r in rows)
+        assert [r["seed"] for r in rows] == [r["seed"] for r in seed_runs["NT-Xent"]] and len(rows) >= 2
+        linear = [100 * r["linear_accuracy"] for r in rows]
+        assert raw["seeds"]["summary"][family]["linear_accuracy"]["mean"] == pytest.approx(sum(linear) / len(linear))
+    diff = [100 * (b["linear_accuracy"] - a["linear_accuracy"]) for a, b in zip(*seed_runs.values())]
+    got = raw["seeds"]["comparison"]["quantities"]["linear_accuracy"]
+    assert got["mean_difference"] == pytest.approx(sum(diff) / len(diff))
     labels = ["untrained", "supervised (cross-entropy)", "NT-Xent", "align-uniform"]
     assert [c["label"] for c in raw["circle"]] == labels
     for c in raw["circle"]:  # Figure 3's captions: the accuracy and uniformity of the 2-d output features
-        assert 0 <= c["output_linear_accuracy"] <= 1 and -4 <= c["uniformity_2d"] <= 0
+        assert 0 <= c["output_linear_accuracy"] <= 1 and -4 <= c["output_uniformity"] <= 0
     assert (tmp_path / "vision" / "vision_circle.png").exists()
 
 
@@ -100,6 +114,20 @@ def test_language_report(data_source, tmp_path, capsys):
         # the encoder actually moved: tracked quantities differ from the pretrained start
         assert history[-1]["uniformity"] != history[0]["uniformity"]
         assert history[0]["alignment"] == pytest.approx(runs["pretrained"]["alignment"], rel=1e-5)
+    # every number at the encoder's own maximum length, training at its own; the published row beside them
+    assert raw["eval_max_length"] == 256 and raw["train_max_length"] == 32
+    assert _close(rows["published (MTEB, 256 tokens)"][header.index("sts12") + 1], 72.369)
+    # the seeds: the same seeds for both losses, seed 0 the reported run, the summary and paired difference from them
+    seeds = raw["seed_runs"]
+    assert [r["seed"] for r in seeds["info_nce"]] == [r["seed"] for r in seeds["align_uniform"]] == raw["seeds"]
+    assert len(raw["seeds"]) >= 2 and seeds["info_nce"][0]["sts"] == runs["info_nce"]["sts"]
+    for key in header:
+        values = {name: [r["sts"][key] for r in rows_] for name, rows_ in seeds.items()}
+        assert raw["summary"]["align_uniform"][key]["mean"] == pytest.approx(
+            sum(values["align_uniform"]) / len(raw["seeds"])
+        )
+        diff = [b - a for a, b in zip(values["info_nce"], values["align_uniform"])]
+        assert raw["comparison"]["sets"][key]["mean_difference"] == pytest.approx(sum(diff) / len(diff))
 
 
 @pytest.mark.slow
@@ -121,3 +149,22 @@ def test_bad_budget_and_experiment():
         reproduce("vision", "unused", budget=0)
     with pytest.raises(ValueError, match="unknown experiment"):
         reproduce("audio", "unused")
+
+
+def test_vision_design_varies_every_factor_the_paper_varied():
+    from contrasphere.reproduce.vision import SWEEP_SIZE, design
+
+    points = design(SWEEP_SIZE)
+    assert points == design(SWEEP_SIZE)  # seeded
+    assert len({p["label"] for p in points}) == len(points) == SWEEP_SIZE + 2
+    families = [p["family"] for p in points]
+    assert families.count("contrastive") == SWEEP_SIZE // 2  # half NT-Xent; the rest and the two corners: align-uniform
+    for key in ("data.batch_size", "model.out_dim", "train.max_steps", "optim.lr"):
+        assert len({p["changes"][key] for p in points}) >= 3, key
+    au = [p["args"] for p in points if p["loss"] == "align_uniform"]
+    assert {a["alpha"] for a in au} == {1, 2} and len({a["t"] for a in au}) >= 3
+    ratios = {a["align_weight"] / a["uniform_weight"] for a in au if a["uniform_weight"]}
+    assert min(ratios) < 0.2 and max(ratios) > 5
+    assert {(a["align_weight"], a["uniform_weight"]) for a in au} >= {(1, 0), (0, 1)}  # each quantity alone
+    taus = [p["args"]["temperature"] for p in points if p["loss"] == "nt_xent"]
+    assert min(taus) < 0.15 and max(taus) > 0.4
