@@ -81,7 +81,8 @@ def test_vision_report(data_source, tmp_path, capsys):
     seed_runs = raw["seed_runs"]
     assert set(seed_runs) == {"NT-Xent", "align-uniform"}
     for family, rows in seed_runs.items():
-        assert all(r["label"] == raw["best"][family] for r in rows)
+        assert all(r["from"] == raw["best"][family] for r in rows)  # the best sweep encoder's loss settings
+        assert all(r["args"] == next(x["args"] for x in runs if x["label"] == r["from"]) for r in rows)
         assert [r["seed"] for r in rows] == [r["seed"] for r in seed_runs["NT-Xent"]] and len(rows) >= 2
         linear = [100 * r["linear_accuracy"] for r in rows]
         assert raw["seeds"]["summary"][family]["linear_accuracy"]["mean"] == pytest.approx(sum(linear) / len(linear))

@@ -46,7 +46,7 @@ Changes = dict[str, Any]  # dotted recipe field -> typed value (see contrasphere
 Point = dict[str, Any]  # one encoder of the sweep: label, loss, args, family and its recipe changes
 
 BATCHES, DIMS, STEPS = (64, 128, 256, 512), (16, 32, 64, 128, 256), (100, 200, 300, 400)
-SWEEP_SIZE = 24  # random encoders at budget 1, besides alignment alone and uniformity alone
+SWEEP_SIZE = 16  # random encoders at budget 1, besides alignment alone and uniformity alone (about 80-130 s each)
 STANDARD: Changes = {"data.batch_size": 256, "model.out_dim": 128, "optim.lr": 0.4}  # 2 epochs: _base's
 SEEDS = (1, 2, 3)  # the seed runs; the sweep itself is seed 0
 
@@ -175,7 +175,10 @@ def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str
         for seed in seeds:
             log(f"  seed {seed}: {family}, {r['loss']} {r['args']} at the standard budget", progress)
             extra = {**({} if tiny else STANDARD), "train.seed": seed}
-            seed_runs[family].append({**_one(r["label"], r["loss"], r["args"], base, extra), "seed": seed})
+            label = r["label"].split(",")[0] + ", standard budget"  # the loss's settings, the standard recipe
+            seed_runs[family].append(
+                {**_one(label, r["loss"], r["args"], base, extra), "seed": seed, "from": r["label"]}
+            )
     # the circle encoders: 2-d outputs
     circle = []
     circle_losses: list[tuple[str, str, dict[str, Any]]] = [
