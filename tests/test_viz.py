@@ -48,6 +48,34 @@ def test_plots_write_pngs(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
+def test_circle_points_are_drawn_in_a_mixed_order_so_no_class_hides_another(tmp_path):
+    """Ten classes on one arc: drawn class by class, the last class covered the other nine; drawn as one scatter in
+    a random order, the points painted last come from every class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = np.repeat(np.arange(10), 200)
+    theta = np.random.default_rng(1).uniform(0, 1, labels.size)  # every class on the same arc
+    z = np.stack([np.cos(theta), np.sin(theta)], 1)
+    fig, (ax_circle, ax_density) = plt.subplots(1, 2)
+    viz._draw_circle(ax_circle, ax_density, z, labels, kappa=25.0, legend=False)
+    (points,) = ax_circle.collections  # one scatter, not one per class
+    colours = points.get_facecolors()
+    assert len(colours) == labels.size
+    tab10 = plt.get_cmap("tab10")
+    last = {int(np.argmin(np.abs(tab10(np.arange(10))[:, :3] - c[:3]).sum(1))) for c in colours[-100:]}
+    assert last == set(range(10))  # the 100 points on top belong to all ten classes
+    plt.close(fig)
+    path = viz.plot_circles(
+        [{"z": z, "labels": labels, "title": "a"}, {"z": z[::-1], "labels": labels[::-1], "title": "b"}],
+        tmp_path / "circles.png",
+        class_names=[f"class {c}" for c in range(10)],
+    )
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
         viz.angles_of(np.ones((4, 3)))

@@ -103,12 +103,13 @@ def _draw_circle(
     colours = _pyplot().get_cmap("tab10")
     ring = np.linspace(0, 2 * math.pi, 200)
     ax_circle.plot(np.cos(ring), np.sin(ring), color="0.8", lw=1)
-    jitter = 1 + 0.03 * np.random.default_rng(0).standard_normal(len(theta))  # radial only, for visibility
-    groups = [np.ones(len(theta), dtype=bool)] if labels_np is None else [labels_np == c for c in np.unique(labels_np)]
-    for g, keep in enumerate(groups):
-        colour = "C0" if labels_np is None else colours(int(labels_np[keep][0]) % 10)
-        x, y = jitter[keep] * np.cos(theta[keep]), jitter[keep] * np.sin(theta[keep])
-        ax_circle.scatter(x, y, s=2, alpha=0.5, color=colour, rasterized=True, zorder=2 + g % 2)
+    rng = np.random.default_rng(0)
+    jitter = 1 + 0.03 * rng.standard_normal(len(theta))  # radial only, for visibility
+    # one scatter in a seeded random order: drawn class by class, the last class painted over all the others
+    order = rng.permutation(len(theta))
+    colour = "C0" if labels_np is None else colours(labels_np[order] % 10)
+    x, y = jitter[order] * np.cos(theta[order]), jitter[order] * np.sin(theta[order])
+    ax_circle.scatter(x, y, s=2, alpha=0.6, c=colour, linewidths=0, rasterized=True, zorder=2)
     ax_circle.set_xlim(-1.25, 1.25)
     ax_circle.set_ylim(-1.25, 1.25)
     ax_circle.set_aspect("equal")
@@ -150,20 +151,34 @@ def plot_circle(
     return _save(fig, path, plt)
 
 
-def plot_circles(panels: Sequence[Mapping[str, Any]], path: str | Path, *, kappa: float = 25.0) -> Path:
+def plot_circles(
+    panels: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    kappa: float = 25.0,
+    class_names: Sequence[str] | None = None,
+) -> Path:
     """Several encoders side by side as in the paper's Figure 3: circles on top, angle densities below.
 
     Each panel is a mapping with ``z`` (``(N, 2)`` features), optional ``labels`` and a ``title`` (for the paper's
-    captions, e.g. the linear accuracy of the 2-d features).
+    captions, e.g. the linear accuracy of the 2-d features). With ``class_names``, one legend below the figure names
+    the class colours of every panel.
     """
     if not panels:
         raise InputError("panels is empty: give one mapping (z, labels, title) per encoder")
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6), squeeze=False)
     for col, panel in enumerate(panels):
-        _draw_circle(axes[0, col], axes[1, col], panel["z"], panel.get("labels"), kappa=kappa, legend=False)
+        _draw_circle(
+            axes[0, col], axes[1, col], panel["z"], panel.get("labels"), kappa=kappa, class_names=class_names,
+            legend=False,
+        )  # fmt: skip
         axes[0, col].set_title(str(panel.get("title", "")), fontsize=9)
     axes[1, 0].set_ylabel(f"vMF KDE density (kappa={kappa:g})")
+    if class_names is not None:
+        handles, names = axes[1, 0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+        return _save(fig, path, plt, rect=(0, 0.05, 1, 1))  # room for the legend below
     return _save(fig, path, plt)
 
 
@@ -304,10 +319,12 @@ def plot_sweep(
     return _save(fig, path, plt)
 
 
-def _save(fig: Figure, path: str | Path, plt: ModuleType) -> Path:
+def _save(
+    fig: Figure, path: str | Path, plt: ModuleType, rect: tuple[float, float, float, float] = (0, 0, 1, 1)
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # written whole, then renamed
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

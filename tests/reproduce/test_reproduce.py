@@ -169,3 +169,31 @@ def test_vision_design_varies_every_factor_the_paper_varied():
     assert {(a["align_weight"], a["uniform_weight"]) for a in au} >= {(1, 0), (0, 1)}  # each quantity alone
     taus = [p["args"]["temperature"] for p in points if p["loss"] == "nt_xent"]
     assert min(taus) < 0.15 and max(taus) > 0.4
+
+
+def test_vision_correlations_are_given_again_without_the_collapsed_encoders(tmp_path):
+    """Collapsed encoders (all outputs at one point) have a perfect alignment of 0 and the lowest accuracy, which
+    alone can turn alignment's correlation negative; the report repeats the table without them."""
+    from contrasphere.reproduce.common import Report
+    from contrasphere.reproduce.vision import _correlations
+
+    live = [  # better alignment and uniformity, better accuracy
+        {"alignment": 0.5 + 0.1 * i, "uniformity": -3.0 + 0.2 * i, "linear_accuracy": 0.5 - 0.03 * i,
+         "knn_accuracy": 0.48 - 0.02 * i} for i in range(6)
+    ]  # fmt: skip
+    dead = [{"alignment": 1e-6 * i, "uniformity": -1e-5 * i, "linear_accuracy": 0.2, "knn_accuracy": 0.2 + 0.01 * i}
+            for i in range(3)]  # fmt: skip
+    report = Report(tmp_path, "test")
+    out = _correlations(report, live + dead)
+    everything = out["linear_accuracy"]["alignment"]["spearman"]["value"]
+    want = scipy.stats.spearmanr([-r["alignment"] for r in live + dead], [r["linear_accuracy"] for r in live + dead])
+    assert everything == pytest.approx(want.statistic)
+    without = out["without collapsed"]
+    assert without["encoders"] == 6
+    for metric in ("linear_accuracy", "knn_accuracy"):
+        for predictor in ("alignment", "uniformity", "alignment + uniformity"):
+            assert without[metric][predictor]["spearman"]["value"] == pytest.approx(1.0)
+            assert without[metric][predictor]["kendall"]["value"] == pytest.approx(1.0)
+    assert out["linear_accuracy"]["alignment"]["spearman"]["value"] < 0.5  # the collapsed ones drag it down
+    assert "without the 3 collapsed encoders" in "\n".join(report.lines)
+    assert "without collapsed" not in _correlations(Report(tmp_path, "test"), live)  # none collapsed: no repeat

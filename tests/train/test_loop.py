@@ -200,3 +200,22 @@ def test_weights_and_biases_missing_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     with pytest.raises(ConfigError, match="pip install wandb"):
         train(get_recipe("digits", "tiny", ["log.wandb=online"]), tmp_path / "run", progress=False)
+
+
+def test_evaluation_embeds_once_and_gets_the_same_features_and_embeddings_as_two_passes():
+    """``evaluate`` takes the encoder features and the embeddings from one forward pass; both must equal what the
+    model gives when asked for each separately (``features(x)`` and ``model(x)``), bit for bit, at a count (300)
+    that the evaluation's 256-image batches do not divide."""
+    from contrasphere.train.augment import center_view
+
+    task, model, _ = build(get_recipe("digits"), torch.device("cpu"))
+    model.eval()
+    images = task.train.images[:300]
+    with torch.no_grad():
+        both = task._embed_both(model, images)
+        x = center_view(images, task.augment_config)
+        features = torch.cat([model.features(x[:256]), model.features(x[256:])]).float()
+        embeddings = torch.cat([model(x[:256]), model(x[256:])]).float()
+    assert both["encoder"].shape[0] == both["output"].shape[0] == 300
+    assert torch.equal(both["encoder"], features)
+    assert torch.equal(both["output"], embeddings)

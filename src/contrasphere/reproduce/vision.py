@@ -145,6 +145,7 @@ def _summary(results: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[
         "output_uniformity": results["output"]["uniformity_test_set"],  # of the output the loss sees, all test images
         "_z": tensors.get("test_z"),
         "_y": tensors.get("test_labels"),
+        "_classes": results.get("classes"),
     }
 
 
@@ -286,30 +287,32 @@ def _predictor(r: dict[str, Any], name: str) -> float:
     return float(r["alignment"] + r["uniformity"] if name == "alignment + uniformity" else r[name])
 
 
+COLLAPSED = -0.01  # held-out uniformity above this: every output at one point (mean Gaussian potential > 0.99)
+
+
 def _correlations(report: Report, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Spearman and Kendall correlation of accuracy with minus alignment, uniformity and their sum, over the
-    sweep, with bootstrap intervals; and how far apart the sweep put the two quantities."""
-    out: dict[str, Any] = {}
+    sweep, with bootstrap intervals; again without the collapsed encoders (whose alignment is a perfect 0); and how
+    far apart the sweep put the two quantities."""
     if len(runs) < 3:
-        return out
-    for metric in ("linear_accuracy", "knn_accuracy"):
-        acc = [r[metric] for r in runs]
-        out[metric] = {p: rank_correlations([-_predictor(r, p) for r in runs], acc) for p in PREDICTORS}
-    out["alignment vs uniformity"] = rank_correlations([r["alignment"] for r in runs], [r["uniformity"] for r in runs])
+        return {}
+    out = _rank_table(runs)
     report.text(
         "Rank correlation of accuracy with *minus* each quantity over the sweep (positive: lower alignment / "
         "uniformity goes with higher accuracy, as the paper finds), with 95% percentile bootstrap intervals over "
         "encoders (2,000 resamples):"
     )
-    report.table(
-        ["accuracy", "predictor", "Spearman rho [95% CI]", "Kendall tau [95% CI]"],
-        [
-            [metric, p, _with_ci(c[p]["spearman"]), _with_ci(c[p]["kendall"])]
-            for metric, c in out.items()
-            if metric != "alignment vs uniformity"
-            for p in PREDICTORS
-        ],
-    )
+    _rank_report(report, out)
+    live = [r for r in runs if r["uniformity"] < COLLAPSED]
+    if len(runs) - len(live) and len(live) >= 3:
+        out["without collapsed"] = {"encoders": len(live), **_rank_table(live)}
+        report.text(
+            f"The same without the {len(runs) - len(live)} collapsed encoders (held-out uniformity above "
+            f"{COLLAPSED}: every output at one point, so alignment is a perfect 0 and accuracy is lowest), "
+            f"{len(live)} encoders:"
+        )
+        _rank_report(report, out["without collapsed"])
+    out["alignment vs uniformity"] = rank_correlations([r["alignment"] for r in runs], [r["uniformity"] for r in runs])
     between = out["alignment vs uniformity"]
     report.text(
         "How independently the sweep moved the two quantities: Spearman rho of alignment with uniformity across "
@@ -318,6 +321,24 @@ def _correlations(report: Report, runs: list[dict[str, Any]]) -> dict[str, Any]:
         f"{min(r['uniformity'] for r in runs):.3f}-{max(r['uniformity'] for r in runs):.3f}."
     )
     return out
+
+
+def _rank_table(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        metric: {p: rank_correlations([-_predictor(r, p) for r in runs], [r[metric] for r in runs]) for p in PREDICTORS}
+        for metric in ("linear_accuracy", "knn_accuracy")
+    }
+
+
+def _rank_report(report: Report, table: dict[str, Any]) -> None:
+    report.table(
+        ["accuracy", "predictor", "Spearman rho [95% CI]", "Kendall tau [95% CI]"],
+        [
+            [metric, p, _with_ci(table[metric][p]["spearman"]), _with_ci(table[metric][p]["kendall"])]
+            for metric in ("linear_accuracy", "knn_accuracy")
+            for p in PREDICTORS
+        ],
+    )
 
 
 def _with_ci(c: dict[str, Any]) -> str:
@@ -375,8 +396,9 @@ def _figures(report: Report, runs: list[dict[str, Any]], circle: list[dict[str, 
             for r in circle
         ]
         report.figure(
-            viz.plot_circles(panels, report.folder / "vision_circle.png"),
-            "CIFAR-10 test features on S^1 (2-d outputs) and the vMF KDE of their angles, kappa = 25",
+            viz.plot_circles(panels, report.folder / "vision_circle.png", class_names=circle[0]["_classes"]),
+            "CIFAR-10 test features on S^1 (2-d outputs, points in a random order so that no class hides another) "
+            "and the vMF KDE of their angles, kappa = 25: all points (black) and each class",
         )
     except ImportError:
         pass
