@@ -257,3 +257,21 @@ def test_sigkill_at_any_moment_then_resume_reproduces_the_uninterrupted_run(tmp_
         ref, got = _params(reference), _params(folder)
         assert all(torch.equal(ref[k], got[k]) for k in ref), f"kill {n}: parameters differ"
         assert _log(folder) == _log(reference), f"kill {n}: logs differ"
+
+
+def test_random_bytes_are_always_refused_as_damaged(tmp_path):
+    """Random bytes fed to torch's unpickler failed with whatever the bytes happened to trigger (a KeyError from
+    its memo, once in CI); every such file must get the one clear error, whatever its bytes. Half the files start
+    like a pickle (protocol 2), which leads the unpickler furthest."""
+    import numpy as np
+
+    from contrasphere.errors import RunError
+    from contrasphere.train import checkpoint
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "checkpoint.pt"
+    for i in range(200):
+        body = rng.integers(0, 256, int(rng.integers(1, 5000)), dtype=np.uint8).tobytes()
+        path.write_bytes(b"\x80\x02" + body if i % 2 else body)
+        with pytest.raises(RunError, match="damaged or not a checkpoint"):
+            checkpoint.load(path)

@@ -76,19 +76,20 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
         raise MissingRunError(f"no checkpoint at {path}: pass a run folder written by `contrasphere train`")
     if path.stat().st_size == 0:
         raise RunError(f"{path} is empty (a disk that filled up, or a copy that failed); delete it and retrain")
+    if not zipfile.is_zipfile(path):  # not even torch.save's container: truncated, or bytes from elsewhere (fed to
+        # the legacy unpickler, random bytes fail with KeyError, IndexError, struct.error, ... or not at all)
+        raise RunError(
+            f"{path} is damaged or not a checkpoint (not a torch.save archive); restore it from a copy, or "
+            "delete the run folder and retrain"
+        )
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:  # what weights_only refuses: objects that would run code
-        if not zipfile.is_zipfile(path):  # not even torch.save's container: bytes from elsewhere
-            raise RunError(
-                f"{path} is damaged or not a checkpoint (not a torch.save archive); restore it from a copy, or "
-                "delete the run folder and retrain"
-            ) from None
         raise RunError(
             f"{path} holds pickled objects beyond tensors and plain values, which contrasphere never loads (they "
             f"can run code); it was not written by `contrasphere train`. ({str(err).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as err:
         raise RunError(
             f"{path} is damaged or not a checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
             "restore it from a copy, or delete the run folder and retrain"
