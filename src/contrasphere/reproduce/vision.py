@@ -46,7 +46,7 @@ Changes = dict[str, Any]  # dotted recipe field -> typed value (see contrasphere
 Point = dict[str, Any]  # one encoder of the sweep: label, loss, args, family and its recipe changes
 
 BATCHES, DIMS, STEPS = (64, 128, 256, 512), (16, 32, 64, 128, 256), (100, 200, 300, 400)
-SWEEP_SIZE = 16  # random encoders at budget 1, besides alignment alone and uniformity alone (about 80-130 s each)
+SWEEP_SIZE = 16  # random encoders at budget 1, besides alignment alone and uniformity alone (46-330 s each)
 STANDARD: Changes = {"data.batch_size": 256, "model.out_dim": 128, "optim.lr": 0.4}  # 2 epochs: _base's
 SEEDS = (1, 2, 3)  # the seed runs; the sweep itself is seed 0
 
